@@ -1,0 +1,41 @@
+# Teacher and student detectors for the embedded synthetic dataset (128 px images, objects of
+# 6-40 px), trained from scratch: there are no pretrained weights here, so every norm is BN.
+from detectron2.config import LazyCall as L
+from detectron2.layers import ShapeSpec
+from detectron2.model_zoo import get_config
+from detectron2.modeling.backbone import ResNet
+
+from d2kd.data import SYNTHETIC_CLASSES
+
+
+def retinanet_synth(depth: int, fpn_channels: int, head_convs: int):
+    """A stock Detectron2 RetinaNet node for 128 px synthetic images, trained from scratch.
+
+    Args:
+        depth: ResNet depth (18/34 use BasicBlock, 50+ Bottleneck).
+        fpn_channels: FPN and head width.
+        head_convs: convolutions in each head tower.
+    """
+    model = get_config("common/models/retinanet.py").model
+    model.num_classes = len(SYNTHETIC_CLASSES)
+    model.backbone.bottom_up.stem.norm = "BN"
+    if depth < 50:
+        model.backbone.bottom_up.stages = L(ResNet.make_default_stages)(depth=depth, norm="BN")
+        model.backbone.top_block.in_channels = 512
+    else:
+        model.backbone.bottom_up.stages.depth = depth
+        model.backbone.bottom_up.stages.norm = "BN"
+    model.backbone.out_channels = fpn_channels
+    model.head.input_shape = [ShapeSpec(channels=fpn_channels)] * 5
+    model.head.conv_dims = [fpn_channels] * head_convs
+    # Anchors of 8..128 px on strides 8..128: objects here are 6-40 px; COCO's 32..512 miss them.
+    model.anchor_generator.sizes = [[s, s * 2 ** (1 / 3), s * 2 ** (2 / 3)] for s in (8, 16, 32, 64, 128)]
+    return model
+
+
+# Teacher: ResNet-50, 256-channel FPN, the standard 4 x 256 head.
+teacher_model = retinanet_synth(depth=50, fpn_channels=256, head_convs=4)
+
+# Student: ResNet-18, 128-channel FPN, a light 2 x 128 head (0.37 s/step at batch 8 on 2 CPU
+# cores against 0.95 s for the teacher, shared/measurements.md).
+student_model = retinanet_synth(depth=18, fpn_channels=128, head_convs=2)

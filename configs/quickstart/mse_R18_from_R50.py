@@ -1,0 +1,18 @@
+# Plain FPN feature-MSE distillation: the R18 baseline student under the R50 teacher, same schedule.
+from d2kd.distill import Distiller, FeatureMSETerm, Teacher
+from detectron2.config import LazyCall as L
+
+from .models import student_model, teacher_model
+from .retinanet_R18_baseline import dataloader, lr_multiplier, optimizer, train
+
+model = L(Distiller)(
+    student=student_model,
+    teacher=L(Teacher)(
+        model=teacher_model,
+        # Written by `make quickstart` / tools/quickstart.py (R50 teacher recipe, 3000 iterations).
+        weights="./output/quickstart/teacher/model_final.pth",
+    ),
+    terms={"mse": L(FeatureMSETerm)(levels=["p3", "p4", "p5", "p6", "p7"])},
+    weights={"mse": 1.0},
+)
+train.output_dir = "./output/quickstart/mse"

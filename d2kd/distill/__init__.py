@@ -1,0 +1,11 @@
+"""The distillation core: Distiller, Teacher, taps, adapters, schedules and KD term bases."""
+from .adapters import conv_adapter, linear_adapter
+from .distiller import Distiller, current_iteration
+from .feature_mse import FeatureMSETerm
+from .guard import check_finite
+from .schedule import Constant, LinearWarmup, Window
+from .taps import Taps
+from .teacher import KeyReport, Teacher, TeacherLoadError
+from .term import FeatureLevelTerm, KDContext, KDTerm
+
+__all__ = [k for k in dir() if not k.startswith("_")]

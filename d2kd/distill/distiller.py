@@ -1,0 +1,117 @@
+"""The Distiller: a stock Detectron2 student, a frozen teacher, and named KD terms."""
+import inspect
+from typing import Any, Dict, List, Mapping, Optional, Union
+
+from detectron2.config import instantiate
+from detectron2.modeling import META_ARCH_REGISTRY
+from detectron2.utils.events import get_event_storage
+from torch import Tensor, nn
+
+from .guard import check_finite
+from .schedule import Schedule, as_schedule
+from .taps import Taps, check_tap_paths
+from .teacher import Teacher
+from .term import KDContext, KDTerm
+
+__all__ = ["Distiller", "current_iteration"]
+
+
+def current_iteration() -> int:
+    """The trainer's iteration from Detectron2's event storage (0 outside a training loop)."""
+    try:
+        return get_event_storage().iter
+    except (AssertionError, AttributeError):
+        return 0
+
+
+@META_ARCH_REGISTRY.register()
+class Distiller(nn.Module):
+    """Train a student under a frozen teacher; evaluate and export the student alone.
+
+    In eval mode ``forward`` is exactly ``student(batched_inputs)``. In training it returns the
+    student's own losses (keys unprefixed) plus every term's losses times the term's weight at
+    this iteration, one flat dict so :class:`EventStorage` logs each term and level.
+
+    Checkpoints keep the student as the model and the terms under "distill" (see
+    ``d2kd.engine.checkpoint``); the teacher is never saved, synced or optimised.
+
+    Args:
+        student: a Detectron2 detector (e.g. RetinaNet, GeneralizedRCNN).
+        teacher: a :class:`Teacher` wrapping the teacher detector.
+        terms: KD terms by name; each is set up against the built student and teacher here.
+        weights: term name -> number or schedule (a function of the iteration); default 1.0.
+        check_finite: stop with a message naming the loss when any loss is NaN/Inf.
+    """
+
+    def __init__(
+        self,
+        *,
+        student: nn.Module,
+        teacher: Teacher,
+        terms: Mapping[str, KDTerm],
+        weights: Optional[Mapping[str, Union[float, Schedule]]] = None,
+        check_finite: bool = True,
+    ):
+        super().__init__()
+        if not isinstance(teacher, Teacher):
+            raise TypeError(
+                f"[Distiller] teacher must be a d2kd.distill.Teacher, got {type(teacher).__name__}"
+            )
+        self.student = student
+        self.teacher = teacher
+        # LazyConfig's instantiate does not descend into plain dicts: build their nodes here.
+        self.terms = nn.ModuleDict({k: instantiate(v) for k, v in dict(terms).items()})
+        weights = {k: instantiate(v) for k, v in dict(weights or {}).items()}
+        unknown = sorted(set(weights) - set(self.terms))
+        if unknown:
+            raise ValueError(
+                f"[Distiller] weights given for unknown terms {unknown}; terms: {list(self.terms)}"
+            )
+        self.weights: Dict[str, Schedule] = {
+            name: as_schedule(weights.get(name, 1.0), name) for name in self.terms
+        }
+        self.check_finite = check_finite
+        for name, term in self.terms.items():
+            if not isinstance(term, KDTerm):
+                raise TypeError(f"[Distiller] term '{name}' is a {type(term).__name__}, not a KDTerm")
+            if len(inspect.signature(term.forward).parameters) != 1:
+                raise TypeError(f"[Distiller] term '{name}'.forward must take one KDContext")
+            term.setup(student, teacher.model)
+            check_tap_paths(student, term.student_taps, owner=f"Distiller: term '{name}'")
+        self._tap_paths: List[str] = list(
+            dict.fromkeys(p for t in self.terms.values() for p in t.student_taps)
+        )
+        # DDP must neither sync nor broadcast anything of the frozen teacher.
+        self._ddp_params_and_buffers_to_ignore = [
+            f"teacher.{n}" for n, _ in teacher.named_parameters()
+        ] + [f"teacher.{n}" for n, _ in teacher.named_buffers()]
+
+    @property
+    def device(self):
+        return self.student.device
+
+    def train(self, mode: bool = True) -> "Distiller":
+        super().train(mode)
+        self.teacher.train(False)
+        return self
+
+    def forward(self, batched_inputs: List[Dict[str, Any]]):
+        if not self.training:
+            return self.student(batched_inputs)
+        with Taps(self.student, self._tap_paths) as taps:
+            losses: Dict[str, Tensor] = dict(self.student(batched_inputs))
+        iteration = current_iteration()
+        ctx = KDContext(
+            batched_inputs, self.student, self.teacher.model, taps.outputs, taps.inputs, iteration
+        )
+        for name, term in self.terms.items():
+            weight = self.weights[name](iteration)
+            if weight == 0:
+                continue
+            for key, value in term(ctx).items():
+                if key in losses:
+                    raise KeyError(f"[Distiller] term '{name}' returned '{key}', already a loss")
+                losses[key] = value * weight
+        if self.check_finite:
+            check_finite(losses, iteration)
+        return losses

@@ -1,0 +1,40 @@
+"""The plain FPN feature-MSE term: the simplest KD term, and the base later methods extend."""
+from typing import Dict, Optional, Sequence
+
+from torch import Tensor, nn
+
+from ..losses.feature import feature_mse
+from .adapters import conv_adapter
+from .term import FeatureLevelTerm, KDContext
+
+__all__ = ["FeatureMSETerm"]
+
+
+class FeatureMSETerm(FeatureLevelTerm):
+    """MSE between stride-matched student and teacher FPN levels.
+
+    A 1x1 conv adapter maps student channels to the teacher's where they differ.
+    Loss keys: ``loss_<name>_<level>`` (e.g. ``loss_mse_p3``).
+
+    Args:
+        levels: levels to distil; None means every level both backbones output.
+        name: the method name used in loss keys.
+    """
+
+    owner = "FeatureMSE"
+
+    def __init__(self, levels: Optional[Sequence[str]] = None, name: str = "mse"):
+        super().__init__(levels)
+        self.name = name
+        self.adapters = nn.ModuleDict()
+
+    def build(self) -> None:
+        self.adapters = nn.ModuleDict(
+            {k: conv_adapter(cs, ct) for k, (cs, ct) in self.channels.items()}
+        )
+
+    def forward(self, ctx: KDContext) -> Dict[str, Tensor]:
+        return {
+            f"loss_{self.name}_{level}": feature_mse(self.adapters[level](fs), ft)
+            for level, fs, ft in self.level_pairs(ctx)
+        }

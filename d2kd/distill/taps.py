@@ -1,0 +1,65 @@
+"""Record named intermediate outputs of a model with forward hooks, without editing the model."""
+from typing import Any, Dict, Iterable, List, Tuple
+
+from torch import nn
+from torch.utils.hooks import RemovableHandle
+
+__all__ = ["Taps", "check_tap_paths"]
+
+
+def check_tap_paths(model: nn.Module, paths: Iterable[str], owner: str = "Taps") -> None:
+    """Raise ValueError naming the first tap path that is not a submodule of ``model``."""
+    names = dict(model.named_modules())
+    for path in paths:
+        if path not in names:
+            children = sorted(n for n in names if n and "." not in n)
+            raise ValueError(
+                f"[{owner}] tap '{path}' not found in {type(model).__name__}; "
+                f"top-level modules: {', '.join(children)}"
+            )
+
+
+class Taps:
+    """A context manager that records the inputs and outputs of named submodules.
+
+    Hooks exist only inside the ``with`` block, so a model used for evaluation or export never
+    carries them. Records are cleared on entry.
+
+    Example::
+
+        with Taps(student, ["backbone"]) as taps:
+            losses = student(batched_inputs)
+        features = taps.outputs["backbone"]  # dict of FPN maps
+    """
+
+    def __init__(self, model: nn.Module, paths: Iterable[str]):
+        self.paths: Tuple[str, ...] = tuple(dict.fromkeys(paths))
+        check_tap_paths(model, self.paths)
+        self._model = model
+        self._handles: List[RemovableHandle] = []
+        self.outputs: Dict[str, Any] = {}
+        self.inputs: Dict[str, Tuple[Any, ...]] = {}
+
+    def _hook(self, path: str):
+        def record(module: nn.Module, args: Tuple[Any, ...], output: Any) -> None:
+            self.inputs[path] = args
+            self.outputs[path] = output
+
+        return record
+
+    def __enter__(self) -> "Taps":
+        self.outputs.clear()
+        self.inputs.clear()
+        modules = dict(self._model.named_modules())
+        for path in self.paths:
+            self._handles.append(modules[path].register_forward_hook(self._hook(path)))
+        return self
+
+    def remove(self) -> None:
+        """Remove every hook this object registered."""
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+
+    def __exit__(self, *exc) -> None:
+        self.remove()

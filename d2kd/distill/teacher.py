@@ -1,0 +1,152 @@
+"""The frozen teacher: built from its own config node, loaded with a key report, never trained.
+
+Silent teacher-loading failures (wrong keys, a random teacher) are the commonest way KD gains
+vanish, so loading is strict by default and the report is logged.
+"""
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Sequence, Tuple
+
+import torch
+from detectron2.checkpoint import DetectionCheckpointer
+from torch import nn
+
+__all__ = ["Teacher", "KeyReport", "TeacherLoadError"]
+
+logger = logging.getLogger(__name__)
+
+
+class TeacherLoadError(RuntimeError):
+    """The teacher's weights are missing, unreadable, or do not match its model."""
+
+
+@dataclass
+class KeyReport:
+    """What loading the teacher's weights matched and what it did not."""
+
+    path: str
+    loaded: int = 0
+    missing: List[str] = field(default_factory=list)
+    unexpected: List[str] = field(default_factory=list)
+    mismatched: List[Tuple[str, Tuple[int, ...], Tuple[int, ...]]] = field(default_factory=list)
+
+    def summary(self) -> str:
+        return (
+            f"[Teacher] {self.path}: {self.loaded} tensors loaded, {len(self.missing)} missing, "
+            f"{len(self.unexpected)} unexpected, {len(self.mismatched)} with another shape"
+        )
+
+
+def _matches(key: str, patterns: Sequence[str]) -> bool:
+    return any(key == p or (p.endswith("*") and key.startswith(p[:-1])) for p in patterns)
+
+
+def read_weights_file(path: str) -> Dict[str, Any]:
+    """Read a checkpoint's state dict, safely where the format allows.
+
+    ``.pth`` files go through ``torch.load(weights_only=True)``; Detectron2 model-zoo ``.pkl``
+    files through Detectron2's reader. A dict with a "model" key is unwrapped.
+
+    Raises:
+        TeacherLoadError: naming the file when it is missing or cannot be read.
+    """
+    if not path:
+        raise TeacherLoadError(
+            "[Teacher] no teacher weights given: set model.teacher.weights=<checkpoint>"
+        )
+    if not os.path.isfile(path):
+        raise TeacherLoadError(f"[Teacher] teacher weights file not found: {path}")
+    try:
+        if path.endswith(".pkl"):
+            data = DetectionCheckpointer(nn.Module())._load_file(path)
+        else:
+            data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise TeacherLoadError(f"[Teacher] could not read teacher weights {path}: {e}") from e
+    state = data.get("model", data) if isinstance(data, dict) else None
+    if not isinstance(state, dict) or not state:
+        raise TeacherLoadError(f"[Teacher] {path} holds no state dict (expected a 'model' key)")
+    return {k: torch.as_tensor(v) for k, v in state.items()}
+
+
+class Teacher(nn.Module):
+    """A frozen Detectron2 detector used only to produce distillation targets.
+
+    Its parameters never require grad, it stays in eval mode whatever ``train()`` is called with,
+    and it is loaded by :meth:`load` (called by the trainer, never by the constructor), so an
+    eval-only run needs no teacher file.
+
+    Args:
+        model: the teacher detector (e.g. ``instantiate`` of a RetinaNet node).
+        weights: path of its checkpoint (``.pth`` with a "model" key, or a model-zoo ``.pkl``).
+        allow_missing: keys (``prefix*`` patterns allowed) that may be absent from the file.
+        allow_unexpected: keys that may be in the file but not in the model.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        weights: str = "",
+        allow_missing: Sequence[str] = (),
+        allow_unexpected: Sequence[str] = (),
+    ):
+        super().__init__()
+        self.model = model
+        self.weights = weights
+        self.allow_missing = list(allow_missing)
+        self.allow_unexpected = list(allow_unexpected)
+        self.loaded_from = ""
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+        self.model.eval()
+
+    def train(self, mode: bool = True) -> "Teacher":
+        """Keep the teacher in eval mode (BN statistics frozen) whatever the caller asks."""
+        return super().train(False)
+
+    def load(self, path: str = "") -> KeyReport:
+        """Load weights strictly and return the key report.
+
+        Raises:
+            TeacherLoadError: naming the file and the first offending keys when the file is
+                missing or corrupt, or when keys are missing, unexpected or mis-shaped beyond what
+                ``allow_missing`` / ``allow_unexpected`` permit.
+        """
+        path = path or self.weights
+        state = read_weights_file(path)
+        own = self.model.state_dict()
+        report = KeyReport(path=path)
+        to_load = {}
+        for k, v in state.items():
+            if k not in own:
+                report.unexpected.append(k)
+            elif tuple(own[k].shape) != tuple(v.shape):
+                report.mismatched.append((k, tuple(v.shape), tuple(own[k].shape)))
+            else:
+                to_load[k] = v
+        report.missing = [k for k in own if k not in state]
+        report.loaded = len(to_load)
+        bad_missing = [k for k in report.missing if not _matches(k, self.allow_missing)]
+        bad_unexpected = [k for k in report.unexpected if not _matches(k, self.allow_unexpected)]
+        if bad_missing or bad_unexpected or report.mismatched:
+            lines = [report.summary().replace("[Teacher]", "[Teacher] cannot load")]
+            if bad_missing:
+                lines.append(f"  missing in file: {bad_missing[:8]}")
+            if bad_unexpected:
+                lines.append(f"  not in teacher model: {bad_unexpected[:8]}")
+            for k, got, want in report.mismatched[:8]:
+                lines.append(f"  shape of '{k}': file {got}, model {want}")
+            lines.append(
+                "  (is model.teacher the config that produced these weights? allow keys with "
+                "model.teacher.allow_missing / allow_unexpected)"
+            )
+            raise TeacherLoadError("\n".join(lines))
+        self.model.load_state_dict(to_load, strict=False)
+        self.loaded_from = path
+        logger.info(report.summary())
+        return report
+
+    def forward(self, *args, **kwargs):
+        """Run the teacher detector as is (eval mode); KD terms usually call its parts instead."""
+        return self.model(*args, **kwargs)

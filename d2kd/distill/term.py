@@ -1,0 +1,177 @@
+"""What a KD term sees (:class:`KDContext`) and the base classes every term derives from."""
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+
+import torch
+from detectron2.layers import ShapeSpec
+from detectron2.structures import Instances
+from torch import Tensor, nn
+
+__all__ = ["KDContext", "KDTerm", "FeatureLevelTerm"]
+
+
+class KDContext:
+    """Everything a KD term may read during one training step.
+
+    The teacher's features are computed lazily, once, under ``torch.no_grad()`` and in eval mode,
+    and only when a term asks: a term that needs nothing from the teacher costs no teacher compute.
+
+    Attributes:
+        batched_inputs: the Detectron2 training batch (list of dicts with "image" and "instances").
+        student: the student detector (a stock Detectron2 model).
+        teacher: the frozen teacher detector.
+        student_outputs: outputs of the student's tapped submodules, keyed by module path.
+        student_inputs: positional inputs of those submodules, keyed by module path.
+        iteration: the training iteration (from the event storage).
+    """
+
+    def __init__(
+        self,
+        batched_inputs: List[Dict[str, Any]],
+        student: nn.Module,
+        teacher: nn.Module,
+        student_outputs: Dict[str, Any],
+        student_inputs: Dict[str, Tuple[Any, ...]],
+        iteration: int,
+    ):
+        self.batched_inputs = batched_inputs
+        self.student = student
+        self.teacher = teacher
+        self.student_outputs = student_outputs
+        self.student_inputs = student_inputs
+        self.iteration = iteration
+        self._teacher_images = None
+        self._teacher_features: Optional[Dict[str, Tensor]] = None
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.student.parameters()).device
+
+    @property
+    def student_features(self) -> Dict[str, Tensor]:
+        """The student's backbone (FPN) outputs: level name -> (N, C_s, H, W)."""
+        return self.student_outputs["backbone"]
+
+    @property
+    def padded_hw(self) -> Tuple[int, int]:
+        """(H, W) of the padded image tensor fed to the student's backbone."""
+        return tuple(self.student_inputs["backbone"][0].shape[-2:])
+
+    @property
+    def image_sizes(self) -> List[Tuple[int, int]]:
+        """Per-image (h, w) before padding, in input pixels."""
+        return [tuple(x["image"].shape[-2:]) for x in self.batched_inputs]
+
+    @property
+    def gt_instances(self) -> List[Instances]:
+        """Ground-truth instances on the student's device."""
+        return [x["instances"].to(self.device) for x in self.batched_inputs]
+
+    @property
+    def gt_boxes(self) -> List[Tensor]:
+        """Per-image GT boxes (K_i, 4), XYXY in input pixels."""
+        return [inst.gt_boxes.tensor for inst in self.gt_instances]
+
+    def teacher_images(self):
+        """The batch normalised and padded by the teacher's own preprocessing (an ImageList)."""
+        if self._teacher_images is None:
+            self._teacher_images = self.teacher.preprocess_image(self.batched_inputs)
+        return self._teacher_images
+
+    def teacher_features(self) -> Dict[str, Tensor]:
+        """The teacher's backbone (FPN) outputs, computed once, without gradient."""
+        if self._teacher_features is None:
+            with torch.no_grad():
+                self._teacher_features = self.teacher.backbone(self.teacher_images().tensor)
+        return self._teacher_features
+
+
+class KDTerm(nn.Module):
+    """A distillation term: reads a :class:`KDContext`, returns named unweighted losses.
+
+    Subclasses list the student submodules they read in ``student_taps`` and may build
+    shape-dependent parts (adapters) in :meth:`setup`, which the Distiller calls once with the
+    built student and teacher, before the optimizer exists. Loss keys follow
+    ``loss_<method>[_<term>|_<level>]``; the Distiller applies the term's weight.
+    """
+
+    student_taps: Tuple[str, ...] = ()
+
+    def setup(self, student: nn.Module, teacher: nn.Module) -> None:
+        """Validate against the built models and create shape-dependent modules."""
+
+    def forward(self, ctx: KDContext) -> Dict[str, Tensor]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+def _backbone_shapes(model: nn.Module, role: str, owner: str) -> Dict[str, ShapeSpec]:
+    backbone = getattr(model, "backbone", None)
+    if backbone is None or not hasattr(backbone, "output_shape"):
+        raise TypeError(f"[{owner}] the {role} ({type(model).__name__}) has no Detectron2 backbone")
+    return backbone.output_shape()
+
+
+class FeatureLevelTerm(KDTerm):
+    """Base for terms that compare student and teacher feature maps level by level (e.g. FPN).
+
+    Levels are paired by name and must have the same stride; channels may differ (subclasses
+    decide how to adapt them). ``setup`` fills ``self.levels`` and ``self.channels``
+    (level -> (C_s, C_t)) and then calls :meth:`build`.
+
+    Args:
+        levels: level names to distil (e.g. ``["p3", "p4"]``); None means every level the student
+            and the teacher both have.
+    """
+
+    student_taps = ("backbone",)
+    owner = "FeatureLevelTerm"
+
+    def __init__(self, levels: Optional[Sequence[str]] = None):
+        super().__init__()
+        self.requested_levels = list(levels) if levels is not None else None
+        self.levels: List[str] = []
+        self.channels: Dict[str, Tuple[int, int]] = {}
+
+    def setup(self, student: nn.Module, teacher: nn.Module) -> None:
+        s_shapes = _backbone_shapes(student, "student", self.owner)
+        t_shapes = _backbone_shapes(teacher, "teacher", self.owner)
+        levels = self.requested_levels or [k for k in s_shapes if k in t_shapes]
+        if not levels:
+            raise ValueError(
+                f"[{self.owner}] student levels {list(s_shapes)} and teacher levels "
+                f"{list(t_shapes)} have none in common"
+            )
+        for level in levels:
+            for role, shapes in (("student", s_shapes), ("teacher", t_shapes)):
+                if level not in shapes:
+                    raise ValueError(
+                        f"[{self.owner}] level '{level}' not in the {role}'s backbone outputs; "
+                        f"available: {', '.join(shapes)}"
+                    )
+            if s_shapes[level].stride != t_shapes[level].stride:
+                raise ValueError(
+                    f"[{self.owner}] level '{level}' cannot be paired: student stride "
+                    f"{s_shapes[level].stride} != teacher stride {t_shapes[level].stride}"
+                )
+        self.levels = list(levels)
+        self.channels = {k: (s_shapes[k].channels, t_shapes[k].channels) for k in levels}
+        self.build()
+
+    def build(self) -> None:
+        """Create per-level modules once ``self.levels`` and ``self.channels`` are known."""
+
+    def level_pairs(self, ctx: KDContext) -> Iterator[Tuple[str, Tensor, Tensor]]:
+        """Yield (level, student map (N, C_s, H, W), teacher map (N, C_t, H, W)).
+
+        Raises:
+            ValueError: naming the level when the two maps differ in batch or spatial size.
+        """
+        s_feats, t_feats = ctx.student_features, ctx.teacher_features()
+        for level in self.levels:
+            fs, ft = s_feats[level], t_feats[level]
+            if fs.shape[0] != ft.shape[0] or fs.shape[-2:] != ft.shape[-2:]:
+                raise ValueError(
+                    f"[{self.owner}] level '{level}': student map {tuple(fs.shape)} and teacher "
+                    f"map {tuple(ft.shape)} differ in batch or spatial size (check both models' "
+                    "size_divisibility and input resolution)"
+                )
+            yield level, fs, ft

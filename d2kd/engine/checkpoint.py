@@ -1,0 +1,131 @@
+"""Checkpoints whose "model" is the student alone, written atomically.
+
+Layout of every file written here::
+
+    {"model": student state dict (stock Detectron2 keys),
+     "distill": state dict of the KD terms (adapters, context blocks, ...), Distiller runs only,
+     "trainer": {"iteration", "optimizer", "hooks"}, "rng": {...}, "iteration": int,
+     "d2kd": {"format": 1, "distiller": bool, "student": class name}}
+
+so ``model_final.pth["model"]`` loads into ``instantiate(cfg.model.student)`` with no key surgery,
+while ``--resume`` restores everything else.
+"""
+import os
+import tempfile
+from typing import Any, Dict, Optional, Tuple
+
+import torch
+from detectron2.checkpoint import DetectionCheckpointer
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from ..distill.distiller import Distiller
+
+__all__ = ["DistillCheckpointer", "split_student", "CHECKPOINT_FORMAT", "RNGState"]
+
+CHECKPOINT_FORMAT = 1
+
+
+def split_student(model: nn.Module) -> Tuple[nn.Module, Optional[nn.Module]]:
+    """(student, KD parts or None) of a model, unwrapping DDP."""
+    if isinstance(model, DistributedDataParallel):
+        model = model.module
+    if isinstance(model, Distiller):
+        return model.student, model.terms
+    return model, None
+
+
+class RNGState:
+    """Checkpointable torch RNG state, so stochastic model parts (e.g. RoI sampling) resume exactly.
+
+    Host-side augmentation randomness needs none: the resumable loader seeds it per sample.
+    """
+
+    def state_dict(self) -> Dict[str, Any]:
+        return {"torch": torch.get_rng_state()}
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        if "torch" in state:
+            torch.set_rng_state(state["torch"])
+
+
+def _atomic_torch_save(obj: Any, path: str) -> None:
+    """Write to a temporary file in the same folder, fsync, then rename over ``path``."""
+    folder = os.path.dirname(path) or "."
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".pth", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _atomic_write_text(text: str, path: str) -> None:
+    folder = os.path.dirname(path) or "."
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=folder)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+class DistillCheckpointer(DetectionCheckpointer):
+    """A DetectionCheckpointer for plain models and Distillers alike.
+
+    For a Distiller the checkpointed model is the student and the KD terms are the "distill"
+    checkpointable. Saving never leaves a truncated file behind: a killed process leaves either
+    the previous checkpoint or the new one, and ``last_checkpoint`` names a complete file.
+
+    Args:
+        model: a Detectron2 model, a Distiller, or either wrapped in DDP.
+        save_dir: output folder.
+        checkpointables: further objects with ``state_dict``/``load_state_dict`` (trainer, ...).
+    """
+
+    def __init__(self, model: nn.Module, save_dir: str = "", **checkpointables: Any):
+        student, kd_parts = split_student(model)
+        if kd_parts is not None:
+            checkpointables.setdefault("distill", kd_parts)
+        checkpointables.setdefault("rng", RNGState())
+        self.is_distiller = kd_parts is not None
+        super().__init__(student, save_dir, **checkpointables)
+
+    def save(self, name: str, **kwargs: Any) -> None:
+        if not self.save_dir or not self.save_to_disk:
+            return
+        data = {"model": self.model.state_dict()}
+        for key, obj in self.checkpointables.items():
+            data[key] = obj.state_dict()
+        data.update(kwargs)
+        data["d2kd"] = {
+            "format": CHECKPOINT_FORMAT,
+            "distiller": self.is_distiller,
+            "student": type(self.model).__name__,
+        }
+        basename = f"{name}.pth"
+        save_file = os.path.join(self.save_dir, basename)
+        self.logger.info(f"Saving checkpoint to {save_file}")
+        os.makedirs(self.save_dir, exist_ok=True)
+        _atomic_torch_save(data, save_file)
+        self.tag_last_checkpoint(basename)
+
+    def tag_last_checkpoint(self, last_filename_basename: str) -> None:
+        _atomic_write_text(last_filename_basename, os.path.join(self.save_dir, "last_checkpoint"))
+
+    def _load_file(self, filename: str) -> Dict[str, Any]:
+        if filename.endswith(".pkl"):
+            return super()._load_file(filename)
+        try:
+            return torch.load(filename, map_location="cpu", weights_only=True)
+        except Exception as e:
+            # Resume files hold optimizer and hook state that safe unpickling may reject; this
+            # process wrote them itself, so a full load is acceptable there.
+            if os.path.dirname(os.path.abspath(filename)) == os.path.abspath(self.save_dir or ""):
+                return torch.load(filename, map_location="cpu", weights_only=False)
+            raise RuntimeError(f"[Checkpointer] could not read {filename}: {e}") from e

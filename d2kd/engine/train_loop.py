@@ -1,0 +1,195 @@
+"""Training and evaluation of LazyConfig recipes, for Distillers and plain detectors alike.
+
+Modelled on Detectron2's ``tools/lazyconfig_train_net.py``; everything new is a hook or a small
+function here, so the stock trainers (SimpleTrainer, AMPTrainer) run the loop.
+"""
+import json
+import logging
+import os
+from typing import Any, Dict, Optional
+
+import torch
+from detectron2.config import instantiate
+from detectron2.data import build_detection_test_loader
+from detectron2.engine import AMPTrainer, SimpleTrainer, default_writers, hooks
+from detectron2.evaluation import inference_on_dataset, print_csv_format
+from detectron2.utils import comm
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from ..distill.distiller import Distiller
+from .checkpoint import DistillCheckpointer, split_student
+
+__all__ = ["do_train", "do_test", "check_teacher", "create_ddp_model", "TeacherCheckError"]
+
+logger = logging.getLogger("d2kd")
+
+
+class TeacherCheckError(RuntimeError):
+    """The teacher's quick evaluation fell below the recipe's floor."""
+
+
+def create_ddp_model(model: nn.Module, device: str, **ddp_kwargs: Any) -> nn.Module:
+    """Wrap in DDP when there are several processes; CPU (gloo) and CUDA alike.
+
+    The Distiller tells DDP to ignore every teacher parameter and buffer, so the frozen teacher
+    is neither synchronised nor broadcast.
+    """
+    if comm.get_world_size() == 1:
+        return model
+    kwargs = dict(ddp_kwargs)
+    fp16 = kwargs.pop("fp16_compression", False)
+    if str(device).startswith("cuda"):
+        kwargs.setdefault("device_ids", [comm.get_local_rank()])
+    ddp = DistributedDataParallel(model, **kwargs)
+    if fp16:
+        from torch.distributed.algorithms.ddp_comm_hooks import default as comm_hooks
+
+        ddp.register_comm_hook(state=None, hook=comm_hooks.fp16_compress_hook)
+    return ddp
+
+
+def _write_json(results: Dict[str, Any], path: str) -> None:
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        json.dump(results, f, indent=2)
+    os.replace(tmp, path)
+
+
+def do_test(cfg, model: nn.Module, tag: str = "final") -> Optional[Dict[str, Any]]:
+    """Evaluate ``model`` (for a Distiller: its student) on ``cfg.dataloader.test``.
+
+    The test loader is built before the evaluator, so lazily rendered datasets exist on disk
+    before COCOEvaluator reads their json. Results also go to ``<output_dir>/eval_<tag>.json``.
+    """
+    if "evaluator" not in cfg.dataloader:
+        return None
+    loader = instantiate(cfg.dataloader.test)
+    evaluator = instantiate(cfg.dataloader.evaluator)
+    results = inference_on_dataset(model, loader, evaluator)
+    if comm.is_main_process() and results:
+        print_csv_format(results)
+        out = cfg.train.output_dir
+        if out:
+            os.makedirs(out, exist_ok=True)
+            _write_json(results, os.path.join(out, f"eval_{tag}.json"))
+    return results
+
+
+def check_teacher(cfg, teacher_model: nn.Module, num_images: int, min_ap: float) -> float:
+    """Evaluate the loaded teacher on the first ``num_images`` test images; stop below a floor.
+
+    A teacher that loaded "successfully" but predicts nothing useful would silently turn KD into
+    noise; this catches it before the first training step.
+
+    Returns:
+        the teacher's box AP on those images.
+
+    Raises:
+        TeacherCheckError: when AP < ``min_ap``.
+    """
+    dataset = instantiate(cfg.dataloader.test.dataset)[:num_images]
+    mapper = instantiate(cfg.dataloader.test.mapper)
+    loader = build_detection_test_loader(dataset=dataset, mapper=mapper, num_workers=0)
+    evaluator = instantiate(cfg.dataloader.evaluator)
+    results = inference_on_dataset(teacher_model, loader, evaluator)
+    ap = float(results.get("bbox", {}).get("AP", float("nan")))
+    logger.info(f"[Teacher] quick check on {len(dataset)} images: AP={ap:.2f} (floor {min_ap})")
+    if not ap >= min_ap:
+        raise TeacherCheckError(
+            f"[Teacher] AP {ap:.2f} on the first {len(dataset)} test images is below the "
+            f"recipe's floor train.teacher_check.min_ap={min_ap}: wrong or undertrained teacher "
+            f"weights ({getattr(cfg.model.teacher, 'weights', '?')})?"
+        )
+    return ap
+
+
+def prepare_teacher(cfg, model: nn.Module) -> None:
+    """Load a Distiller's teacher (strict key report) and run the optional quick check."""
+    if not isinstance(model, Distiller):
+        return
+    model.teacher.load()
+    check = cfg.train.get("teacher_check", None)
+    if check and check.get("num_images", 0) > 0:
+        check_teacher(cfg, model.teacher.model, check.num_images, check.get("min_ap", 0.0))
+
+
+def do_train(args, cfg) -> Optional[Dict[str, Any]]:
+    """Train ``cfg.model`` (a Distiller or a plain detector), resuming when asked.
+
+    Config keys read:
+        model: instantiates to a module (Distiller or Detectron2 model).
+        dataloader.train / dataloader.test / dataloader.evaluator.
+        optimizer: its ``params.model`` is set to the model here.
+        lr_multiplier: an fvcore ParamScheduler.
+        train.output_dir, train.init_checkpoint (student/plain weights), train.max_iter,
+        train.amp.enabled, train.ddp (DDP kwargs), train.checkpointer (period, max_to_keep),
+        train.eval_period, train.log_period, train.device,
+        train.teacher_check (optional: num_images, min_ap).
+    """
+    model = instantiate(cfg.model)
+    logger.info(f"Model:\n{model}")
+    model.to(cfg.train.device)
+    prepare_teacher(cfg, model)
+
+    cfg.optimizer.params.model = model
+    optim = instantiate(cfg.optimizer)
+    train_loader = instantiate(cfg.dataloader.train)
+
+    model = create_ddp_model(model, cfg.train.device, **cfg.train.ddp)
+    trainer_cls = AMPTrainer if cfg.train.amp.enabled else SimpleTrainer
+    trainer = trainer_cls(model, train_loader, optim)
+    checkpointer = DistillCheckpointer(model, cfg.train.output_dir, trainer=trainer)
+    trainer.register_hooks(
+        [
+            hooks.IterationTimer(),
+            hooks.LRScheduler(scheduler=instantiate(cfg.lr_multiplier)),
+            hooks.PeriodicCheckpointer(checkpointer, **cfg.train.checkpointer)
+            if comm.is_main_process()
+            else None,
+            hooks.EvalHook(cfg.train.eval_period, lambda: do_test(cfg, model, "last")),
+            hooks.PeriodicWriter(
+                default_writers(cfg.train.output_dir, cfg.train.max_iter),
+                period=cfg.train.log_period,
+            )
+            if comm.is_main_process()
+            else None,
+        ]
+    )
+    checkpointer.resume_or_load(cfg.train.init_checkpoint, resume=args.resume)
+    start_iter = trainer.iter + 1 if args.resume and checkpointer.has_checkpoint() else 0
+    if hasattr(train_loader, "set_start_iter"):
+        train_loader.set_start_iter(start_iter)
+    elif start_iter > 0:
+        logger.warning("The training loader cannot skip ahead: data order restarts on resume.")
+    trainer.train(start_iter, cfg.train.max_iter)
+    return trainer.storage.latest() if comm.is_main_process() else None
+
+
+def do_eval_only(cfg) -> Optional[Dict[str, Any]]:
+    """Evaluate the student (or plain model) loaded from ``train.init_checkpoint``; no teacher."""
+    model = instantiate(cfg.model)
+    model.to(cfg.train.device)
+    student, _ = split_student(model)
+    DistillCheckpointer(student).load(cfg.train.init_checkpoint, checkpointables=[])
+    model = create_ddp_model(model, cfg.train.device)
+    return do_test(cfg, model, "final")
+
+
+def load_config(path: str, overrides) -> Any:
+    """Load a LazyConfig recipe and apply overrides, with errors that name the file or key."""
+    from detectron2.config import LazyConfig
+
+    from .overrides import apply_overrides
+
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"[train_net] config file not found: {path}")
+    cfg = LazyConfig.load(path)
+    for key in ("model", "train", "dataloader"):
+        if key not in cfg:
+            raise KeyError(f"[train_net] {path} defines no '{key}' (a LazyConfig recipe needs it)")
+    cfg = apply_overrides(cfg, list(overrides or []))
+    return cfg
+
+
+

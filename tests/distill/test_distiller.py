@@ -1,0 +1,164 @@
+"""The Distiller core: loss keys, frozen teacher, eval path, validation messages, the guard."""
+import copy
+
+import pytest
+import torch
+from detectron2.config import instantiate
+from detectron2.utils.events import EventStorage
+from helpers import load_cfg, tiny_batch
+from torch import nn
+
+from d2kd.distill import (
+    Distiller,
+    FeatureMSETerm,
+    LinearWarmup,
+    Taps,
+    Teacher,
+    Window,
+    check_finite,
+)
+from d2kd.distill.term import KDTerm
+
+
+@pytest.fixture(scope="module")
+def cfg():
+    return load_cfg()
+
+
+@pytest.fixture(scope="module")
+def batch(cfg):
+    return tiny_batch(cfg)
+
+
+def build(cfg, **overrides):
+    node = copy.deepcopy(cfg.model)
+    for k, v in overrides.items():
+        node[k] = v
+    return instantiate(node)
+
+
+def test_training_step_logs_each_term_and_level(cfg, batch):
+    model = build(cfg).train()
+    with EventStorage(0):
+        losses = model(batch)
+    assert {"loss_cls", "loss_box_reg"} <= set(losses)
+    assert {"loss_mse_p3", "loss_mse_p4", "loss_mse_p5"} <= set(losses)
+    assert all(v.dim() == 0 and torch.isfinite(v) for v in losses.values())
+
+
+def test_weight_is_applied_once_by_the_distiller(cfg, batch):
+    torch.manual_seed(0)
+    model = build(cfg).train()
+    torch.manual_seed(0)
+    model2 = copy.deepcopy(model)
+    model2.weights["mse"] = LinearWarmup(weight=0.5, warmup_iters=4)  # 0.5 * 1/4 at iter 0
+    with EventStorage(0):
+        a = model(batch)["loss_mse_p3"]
+        b = model2(batch)["loss_mse_p3"]
+    torch.testing.assert_close(b, a / 4, rtol=1e-5, atol=0)
+
+
+def test_zero_weight_skips_the_term(cfg, batch):
+    model = build(cfg).train()
+    model.weights["mse"] = Window(weight=1.0, start=10)
+    with EventStorage(0):
+        assert not any(k.startswith("loss_mse") for k in model(batch))
+
+
+def test_teacher_gets_no_gradient_student_and_adapters_do(cfg, batch):
+    model = build(cfg).train()
+    assert not model.teacher.training, "teacher must stay in eval mode"
+    with EventStorage(0):
+        losses = model(batch)
+    sum(losses.values()).backward()
+    assert all(p.grad is None and not p.requires_grad for p in model.teacher.parameters())
+    assert model.terms["mse"].adapters["p3"].weight.grad is not None
+    assert model.student.backbone.bottom_up.stem.conv1.weight.grad is not None
+    # BN statistics of the teacher are untouched by training steps.
+    bn = model.teacher.model.backbone.bottom_up.stem.conv1.norm
+    assert torch.equal(bn.running_mean, torch.zeros_like(bn.running_mean))
+
+
+def test_eval_mode_is_the_student_alone(cfg, batch):
+    model = build(cfg).eval()
+    model.teacher.model.forward = None  # any teacher call would fail
+    inputs = [{"image": b["image"], "height": 64, "width": 64} for b in batch]
+    with torch.no_grad():
+        out = model(inputs)
+        ref = model.student(inputs)
+    assert len(out) == len(ref)
+    torch.testing.assert_close(out[0]["instances"].scores, ref[0]["instances"].scores)
+    for m in model.student.modules():
+        assert not m._forward_hooks, "taps must not stay registered"
+
+
+def test_unknown_level_names_the_level(cfg):
+    with pytest.raises(ValueError, match=r"level 'p9' not in the student's backbone outputs"):
+        build(cfg, terms={"mse": FeatureMSETerm(levels=["p9"])}, weights={})
+
+
+def test_stride_mismatch_names_both_strides(cfg):
+    term = FeatureMSETerm(levels=["p3"])
+    student = instantiate(cfg.model.student)
+    teacher = Teacher(instantiate(cfg.model.teacher.model))
+    teacher.model.backbone._out_feature_strides["p3"] = 16
+    with pytest.raises(ValueError, match=r"level 'p3' cannot be paired: student stride 8 != teacher stride 16"):
+        Distiller(student=student, teacher=teacher, terms={"mse": term})
+
+
+def test_weights_for_unknown_terms_are_rejected(cfg):
+    with pytest.raises(ValueError, match=r"unknown terms \['fgd'\]"):
+        build(cfg, weights={"fgd": 1.0})
+
+
+def test_missing_tap_is_named(cfg):
+    class Needy(KDTerm):
+        student_taps = ("backbone.p9",)
+
+        def forward(self, ctx):
+            return {}
+
+    with pytest.raises(ValueError, match=r"tap 'backbone.p9' not found"):
+        build(cfg, terms={"needy": Needy()}, weights={})
+
+
+def test_spatial_mismatch_at_runtime_names_the_level(cfg, batch):
+    model = build(cfg).train()
+    model.teacher.model.backbone.bottom_up.stem.conv1.stride = (4, 4)
+    with EventStorage(0), pytest.raises(ValueError, match=r"level 'p3': student map .* teacher map"):
+        model(batch)
+
+
+def test_non_finite_guard_names_the_loss():
+    losses = {"loss_cls": torch.tensor(1.0), "loss_mse_p4": torch.tensor(float("nan"))}
+    with pytest.raises(FloatingPointError, match=r"iteration 7: loss_mse_p4=nan"):
+        check_finite(losses, 7)
+    check_finite({"a": torch.tensor(2.0)}, 0)
+
+
+def test_guard_stops_a_nan_term_before_backward(cfg, batch):
+    class NaNTerm(KDTerm):
+        def forward(self, ctx):
+            return {"loss_bad_p3": torch.tensor(float("nan"), requires_grad=True)}
+
+    model = build(cfg, terms={"bad": NaNTerm()}, weights={}).train()
+    with EventStorage(3), pytest.raises(FloatingPointError, match="loss_bad_p3"):
+        model(batch)
+
+
+def test_taps_record_and_remove():
+    net = nn.Sequential(nn.Linear(2, 3), nn.ReLU())
+    with Taps(net, ["0"]) as taps:
+        net(torch.ones(1, 2))
+        assert net[0]._forward_hooks
+    assert taps.outputs["0"].shape == (1, 3)
+    assert not net[0]._forward_hooks
+    with pytest.raises(ValueError, match="tap '2' not found"):
+        Taps(net, ["2"])
+
+
+def test_schedules():
+    warm = LinearWarmup(weight=2.0, warmup_iters=4, start=2)
+    assert [warm(i) for i in range(7)] == [0.0, 0.0, 0.5, 1.0, 1.5, 2.0, 2.0]
+    win = Window(weight=3.0, start=1, end=3)
+    assert [win(i) for i in range(4)] == [0.0, 3.0, 3.0, 0.0]
