@@ -1,4 +1,5 @@
 """Helpers shared by tests: build tiny models and batches from the test recipes."""
+
 import os
 import subprocess
 import sys

@@ -25,11 +25,14 @@ def retinanet_synth(depth: int, fpn_channels: int, head_convs: int):
     else:
         model.backbone.bottom_up.stages.depth = depth
         model.backbone.bottom_up.stages.norm = "BN"
+    model.backbone.norm = "BN"  # from scratch: normalise the FPN too (a stock FPN option)
     model.backbone.out_channels = fpn_channels
     model.head.input_shape = [ShapeSpec(channels=fpn_channels)] * 5
     model.head.conv_dims = [fpn_channels] * head_convs
     # Anchors of 8..128 px on strides 8..128: objects here are 6-40 px; COCO's 32..512 miss them.
-    model.anchor_generator.sizes = [[s, s * 2 ** (1 / 3), s * 2 ** (2 / 3)] for s in (8, 16, 32, 64, 128)]
+    model.anchor_generator.sizes = [
+        [s, s * 2 ** (1 / 3), s * 2 ** (2 / 3)] for s in (8, 16, 32, 64, 128)
+    ]
     return model
 
 

@@ -11,4 +11,6 @@ train.max_iter = 1000
 train.eval_period = 1000
 train.checkpointer.period = 500
 train.output_dir = "./output/quickstart/baseline"
-lr_multiplier = L(warmup_multistep)(max_iter="${train.max_iter}", steps=(0.75, 0.9), warmup_iters=100)
+lr_multiplier = L(warmup_multistep)(
+    max_iter="${train.max_iter}", steps=(0.75, 0.9), warmup_iters=100
+)

@@ -12,4 +12,6 @@ train.max_iter = 3000  # 8 epochs of 3000 images at batch 8
 train.eval_period = 1000
 train.checkpointer.period = 500
 train.output_dir = "./output/quickstart/teacher"
-lr_multiplier = L(warmup_multistep)(max_iter="${train.max_iter}", steps=(0.75, 0.9), warmup_iters=100)
+lr_multiplier = L(warmup_multistep)(
+    max_iter="${train.max_iter}", steps=(0.75, 0.9), warmup_iters=300
+)  # a deep net from scratch: warm up longer

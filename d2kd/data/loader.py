@@ -16,6 +16,7 @@ than an uninterrupted one. Here the stream is a pure function of (seed, position
 as they come (no aspect-ratio grouping), which suits fixed-size data; for COCO, Detectron2's
 ``build_detection_train_loader`` remains usable, at the cost of an inexact resume.
 """
+
 import copy
 import random
 from contextlib import contextmanager

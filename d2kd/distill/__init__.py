@@ -1,4 +1,5 @@
 """The distillation core: Distiller, Teacher, taps, adapters, schedules and KD term bases."""
+
 from .adapters import conv_adapter, linear_adapter
 from .distiller import Distiller, current_iteration
 from .feature_mse import FeatureMSETerm

@@ -1,4 +1,5 @@
 """Adapters that map student features to the teacher's shape (identity when shapes agree)."""
+
 from torch import nn
 
 __all__ = ["conv_adapter", "linear_adapter"]

@@ -1,4 +1,5 @@
 """The Distiller: a stock Detectron2 student, a frozen teacher, and named KD terms."""
+
 import inspect
 from typing import Any, Dict, List, Mapping, Optional, Union
 
@@ -73,7 +74,9 @@ class Distiller(nn.Module):
         self.check_finite = check_finite
         for name, term in self.terms.items():
             if not isinstance(term, KDTerm):
-                raise TypeError(f"[Distiller] term '{name}' is a {type(term).__name__}, not a KDTerm")
+                raise TypeError(
+                    f"[Distiller] term '{name}' is a {type(term).__name__}, not a KDTerm"
+                )
             if len(inspect.signature(term.forward).parameters) != 1:
                 raise TypeError(f"[Distiller] term '{name}'.forward must take one KDContext")
             term.setup(student, teacher.model)

@@ -1,4 +1,5 @@
 """The plain FPN feature-MSE term: the simplest KD term, and the base later methods extend."""
+
 from typing import Dict, Optional, Sequence
 
 from torch import Tensor, nn

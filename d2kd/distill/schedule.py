@@ -1,4 +1,5 @@
 """Loss-weight schedules: pure functions of the training iteration, so they need no state to resume."""
+
 from dataclasses import dataclass
 from typing import Callable, Optional, Union
 
@@ -62,4 +63,6 @@ def as_schedule(value: Union[float, int, Schedule], key: str = "?") -> Schedule:
         return Constant(float(value))
     if callable(value):
         return value
-    raise TypeError(f"[Distiller] weight for term '{key}' must be a number or a schedule, got {value!r}")
+    raise TypeError(
+        f"[Distiller] weight for term '{key}' must be a number or a schedule, got {value!r}"
+    )

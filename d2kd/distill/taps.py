@@ -1,4 +1,5 @@
 """Record named intermediate outputs of a model with forward hooks, without editing the model."""
+
 from typing import Any, Dict, Iterable, List, Tuple
 
 from torch import nn

@@ -3,6 +3,7 @@
 Silent teacher-loading failures (wrong keys, a random teacher) are the commonest way KD gains
 vanish, so loading is strict by default and the report is logged.
 """
+
 import logging
 import os
 from dataclasses import dataclass, field

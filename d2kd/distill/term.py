@@ -1,4 +1,5 @@
 """What a KD term sees (:class:`KDContext`) and the base classes every term derives from."""
+
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch

@@ -10,6 +10,7 @@ Layout of every file written here::
 so ``model_final.pth["model"]`` loads into ``instantiate(cfg.model.student)`` with no key surgery,
 while ``--resume`` restores everything else.
 """
+
 import os
 import tempfile
 from typing import Any, Dict, Optional, Tuple

@@ -1,4 +1,5 @@
 """Learning-rate multipliers expressed against ``train.max_iter``, so shortening a run keeps its shape."""
+
 from typing import Sequence
 
 from detectron2.solver import WarmupParamScheduler

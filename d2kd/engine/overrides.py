@@ -1,4 +1,5 @@
 """Command-line ``key=value`` overrides that refuse unknown keys instead of silently adding them."""
+
 import difflib
 from typing import List
 

@@ -3,6 +3,7 @@
 Modelled on Detectron2's ``tools/lazyconfig_train_net.py``; everything new is a hook or a small
 function here, so the stock trainers (SimpleTrainer, AMPTrainer) run the loop.
 """
+
 import json
 import logging
 import os
@@ -144,16 +145,20 @@ def do_train(args, cfg) -> Optional[Dict[str, Any]]:
         [
             hooks.IterationTimer(),
             hooks.LRScheduler(scheduler=instantiate(cfg.lr_multiplier)),
-            hooks.PeriodicCheckpointer(checkpointer, **cfg.train.checkpointer)
-            if comm.is_main_process()
-            else None,
+            (
+                hooks.PeriodicCheckpointer(checkpointer, **cfg.train.checkpointer)
+                if comm.is_main_process()
+                else None
+            ),
             hooks.EvalHook(cfg.train.eval_period, lambda: do_test(cfg, model, "last")),
-            hooks.PeriodicWriter(
-                default_writers(cfg.train.output_dir, cfg.train.max_iter),
-                period=cfg.train.log_period,
-            )
-            if comm.is_main_process()
-            else None,
+            (
+                hooks.PeriodicWriter(
+                    default_writers(cfg.train.output_dir, cfg.train.max_iter),
+                    period=cfg.train.log_period,
+                )
+                if comm.is_main_process()
+                else None
+            ),
         ]
     )
     checkpointer.resume_or_load(cfg.train.init_checkpoint, resume=args.resume)
@@ -190,6 +195,3 @@ def load_config(path: str, overrides) -> Any:
             raise KeyError(f"[train_net] {path} defines no '{key}' (a LazyConfig recipe needs it)")
     cfg = apply_overrides(cfg, list(overrides or []))
     return cfg
-
-
-

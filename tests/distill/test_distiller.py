@@ -1,4 +1,5 @@
 """The Distiller core: loss keys, frozen teacher, eval path, validation messages, the guard."""
+
 import copy
 
 import pytest
@@ -102,7 +103,9 @@ def test_stride_mismatch_names_both_strides(cfg):
     student = instantiate(cfg.model.student)
     teacher = Teacher(instantiate(cfg.model.teacher.model))
     teacher.model.backbone._out_feature_strides["p3"] = 16
-    with pytest.raises(ValueError, match=r"level 'p3' cannot be paired: student stride 8 != teacher stride 16"):
+    with pytest.raises(
+        ValueError, match=r"level 'p3' cannot be paired: student stride 8 != teacher stride 16"
+    ):
         Distiller(student=student, teacher=teacher, terms={"mse": term})
 
 
@@ -125,7 +128,10 @@ def test_missing_tap_is_named(cfg):
 def test_spatial_mismatch_at_runtime_names_the_level(cfg, batch):
     model = build(cfg).train()
     model.teacher.model.backbone.bottom_up.stem.conv1.stride = (4, 4)
-    with EventStorage(0), pytest.raises(ValueError, match=r"level 'p3': student map .* teacher map"):
+    with (
+        EventStorage(0),
+        pytest.raises(ValueError, match=r"level 'p3': student map .* teacher map"),
+    ):
         model(batch)
 
 
