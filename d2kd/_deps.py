@@ -15,4 +15,6 @@ def require_detectron2() -> None:
         import detectron2  # noqa: F401
         from detectron2.config import LazyConfig  # noqa: F401
     except ImportError as e:  # pragma: no cover - exercised in a subprocess test
-        raise ImportError(f"[d2kd] detectron2 could not be imported ({e}).\n{DETECTRON2_HINT}") from e
+        raise ImportError(
+            f"[d2kd] detectron2 could not be imported ({e}).\n{DETECTRON2_HINT}"
+        ) from e

@@ -1,4 +1,5 @@
 """Shared fixtures: a hermetic dataset cache and tiny models built from the test recipes."""
+
 import os
 import pathlib
 

@@ -14,4 +14,5 @@ train = dict(
     device="cuda" if torch.cuda.is_available() else "cpu",
     seed=0,  # seeds every RNG (+rank) and the resumable loader's shuffle and augmentation
     teacher_check=dict(num_images=0, min_ap=0.0),  # >0 images: evaluate the teacher first
+    clip_grad=None,  # e.g. dict(max_norm=35) as the FGD / LSHFM recipes
 )

@@ -9,8 +9,9 @@ model = L(Distiller)(
     student=student_model,
     teacher=L(Teacher)(
         model=teacher_model,
-        # Written by `make quickstart` / tools/quickstart.py (R50 teacher recipe, 3000 iterations).
-        weights="./output/quickstart/teacher/model_final.pth",
+        # The teacher trained by retinanet_R50_teacher.py; `make quickstart` passes the one it
+        # cached (`python tools/quickstart.py --teacher-path` prints where it is).
+        weights="",
     ),
     terms={"mse": L(FeatureMSETerm)(levels=["p3", "p4", "p5", "p6", "p7"])},
     weights={"mse": 1.0},

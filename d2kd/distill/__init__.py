@@ -3,10 +3,11 @@
 from .adapters import conv_adapter, linear_adapter
 from .distiller import Distiller, current_iteration
 from .feature_mse import FeatureMSETerm
+from .fgd_term import FGDTerm
 from .guard import check_finite
 from .schedule import Constant, LinearWarmup, Window
 from .taps import Taps
-from .teacher import KeyReport, Teacher, TeacherLoadError
+from .teacher import KeyReport, Teacher, TeacherLoadError, inherit_from_teacher
 from .term import FeatureLevelTerm, KDContext, KDTerm
 
 __all__ = [k for k in dir() if not k.startswith("_")]

@@ -42,6 +42,9 @@ class Distiller(nn.Module):
         terms: KD terms by name; each is set up against the built student and teacher here.
         weights: term name -> number or schedule (a function of the iteration); default 1.0.
         check_finite: stop with a message naming the loss when any loss is NaN/Inf.
+        init_student_from_teacher: once the teacher is loaded, copy its weights into the student
+            wherever names and shapes match outside the bottom-up backbone (FGD's "inheriting"
+            initialisation); the trainer does it and logs what was copied.
     """
 
     def __init__(
@@ -52,6 +55,7 @@ class Distiller(nn.Module):
         terms: Mapping[str, KDTerm],
         weights: Optional[Mapping[str, Union[float, Schedule]]] = None,
         check_finite: bool = True,
+        init_student_from_teacher: bool = False,
     ):
         super().__init__()
         if not isinstance(teacher, Teacher):
@@ -72,6 +76,7 @@ class Distiller(nn.Module):
             name: as_schedule(weights.get(name, 1.0), name) for name in self.terms
         }
         self.check_finite = check_finite
+        self.init_student_from_teacher = init_student_from_teacher
         for name, term in self.terms.items():
             if not isinstance(term, KDTerm):
                 raise TypeError(

@@ -13,7 +13,7 @@ import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from torch import nn
 
-__all__ = ["Teacher", "KeyReport", "TeacherLoadError"]
+__all__ = ["Teacher", "KeyReport", "TeacherLoadError", "inherit_from_teacher"]
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +56,13 @@ def read_weights_file(path: str) -> Dict[str, Any]:
         raise TeacherLoadError(
             "[Teacher] no teacher weights given: set model.teacher.weights=<checkpoint>"
         )
+    if "://" in path:  # e.g. detectron2://COCO-Detection/...pkl, fetched and cached by iopath
+        from detectron2.utils.file_io import PathManager
+
+        try:
+            path = PathManager.get_local_path(path)
+        except Exception as e:
+            raise TeacherLoadError(f"[Teacher] could not fetch teacher weights {path}: {e}") from e
     if not os.path.isfile(path):
         raise TeacherLoadError(f"[Teacher] teacher weights file not found: {path}")
     try:
@@ -68,7 +75,13 @@ def read_weights_file(path: str) -> Dict[str, Any]:
     state = data.get("model", data) if isinstance(data, dict) else None
     if not isinstance(state, dict) or not state:
         raise TeacherLoadError(f"[Teacher] {path} holds no state dict (expected a 'model' key)")
-    return {k: torch.as_tensor(v) for k, v in state.items()}
+    state = {k: torch.as_tensor(v) for k, v in state.items()}
+    if isinstance(data, dict) and data.get("matching_heuristics"):
+        state[_HEURISTICS] = torch.ones(())  # Caffe2-style names: rename by matching (see load)
+    return state
+
+
+_HEURISTICS = "__d2kd_matching_heuristics__"
 
 
 class Teacher(nn.Module):
@@ -117,6 +130,10 @@ class Teacher(nn.Module):
         path = path or self.weights
         state = read_weights_file(path)
         own = self.model.state_dict()
+        if state.pop(_HEURISTICS, None) is not None:
+            from detectron2.checkpoint.c2_model_loading import align_and_update_state_dicts
+
+            state = align_and_update_state_dicts(own, state, c2_conversion=True)
         report = KeyReport(path=path)
         to_load = {}
         for k, v in state.items():
@@ -151,3 +168,44 @@ class Teacher(nn.Module):
     def forward(self, *args, **kwargs):
         """Run the teacher detector as is (eval mode); KD terms usually call its parts instead."""
         return self.model(*args, **kwargs)
+
+
+def inherit_from_teacher(
+    student: nn.Module,
+    teacher: nn.Module,
+    exclude: Sequence[str] = ("backbone.bottom_up.",),
+) -> Tuple[List[str], List[str]]:
+    """Copy the teacher's weights into the student wherever names and shapes agree.
+
+    FGD's "inheriting strategy": the student starts from the teacher's neck and heads (every key
+    outside the backbone's bottom-up network, which differs between R18 and R50). In Detectron2
+    ``backbone.*`` also holds the FPN, hence the default exclusion of ``backbone.bottom_up.``.
+
+    Args:
+        student: the student detector (modified in place).
+        teacher: the loaded teacher detector.
+        exclude: key prefixes never copied.
+
+    Returns:
+        (copied keys, skipped keys with a reason) so the caller can report both.
+    """
+    t_state = teacher.state_dict()
+    s_state = student.state_dict()
+    copied, skipped = [], []
+    for key, value in s_state.items():
+        if any(key.startswith(p) for p in exclude):
+            continue
+        if key not in t_state:
+            skipped.append(f"{key} (not in teacher)")
+        elif t_state[key].shape != value.shape:
+            skipped.append(
+                f"{key} (teacher {tuple(t_state[key].shape)}, student {tuple(value.shape)})"
+            )
+        else:
+            copied.append(key)
+    student.load_state_dict({k: t_state[k] for k in copied}, strict=False)
+    logger.info(
+        f"[Teacher] inherited {len(copied)} tensors into the student, skipped {len(skipped)}"
+        + (f": {skipped[:5]}" if skipped else "")
+    )
+    return copied, skipped

@@ -1,4 +1,5 @@
 """Plain feature mimicking: mean squared error between student and teacher maps."""
+
 from torch import Tensor
 
 __all__ = ["feature_mse"]

@@ -191,3 +191,20 @@ def test_ddp_ignores_every_teacher_tensor():
     teacher = {n for n, _ in model.named_parameters() if n.startswith("teacher.")}
     teacher |= {n for n, _ in model.named_buffers() if n.startswith("teacher.")}
     assert teacher and teacher == ignored
+
+
+def test_gradient_clipping_hook_bounds_the_norm():
+    from d2kd.engine.hooks import GradientClipping
+
+    class Trainer:
+        pass
+
+    net = torch.nn.Linear(4, 4)
+    (net(torch.ones(2, 4)).sum() * 1000).backward()
+    trainer = Trainer()
+    trainer.optimizer = torch.optim.SGD(net.parameters(), lr=0.1)
+    hook = GradientClipping(max_norm=1.0)
+    hook.trainer = trainer
+    hook.after_backward()
+    total = torch.sqrt(sum(p.grad.pow(2).sum() for p in net.parameters()))
+    assert total <= 1.0 + 1e-5
