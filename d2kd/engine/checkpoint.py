@@ -4,7 +4,8 @@ Layout of every file written here::
 
     {"model": student state dict (stock Detectron2 keys),
      "distill": state dict of the KD terms (adapters, context blocks, ...), Distiller runs only,
-     "trainer": {"iteration", "optimizer", "hooks"}, "rng": {...}, "iteration": int,
+     "trainer": {"iteration", "optimizer", "hooks"}, "rng": {...}, "loss_normalizers": {...},
+     "iteration": int,
      "d2kd": {"format": 1, "distiller": bool, "student": class name}}
 
 so ``model_final.pth["model"]`` loads into ``instantiate(cfg.model.student)`` with no key surgery,
@@ -48,6 +49,32 @@ class RNGState:
     def load_state_dict(self, state: Dict[str, Any]) -> None:
         if "torch" in state:
             torch.set_rng_state(state["torch"])
+
+
+class LossNormalizerState:
+    """Checkpointable running loss normalisers of dense detectors.
+
+    Detectron2's RetinaNet divides its losses by an exponential moving average of the number of
+    foreground anchors kept in a plain attribute (``loss_normalizer``), which its state dict does
+    not hold; without this a resumed run would restart the average at its initial value and
+    drift from an uninterrupted one.
+    """
+
+    def __init__(self, model: nn.Module):
+        self.model = model
+
+    def state_dict(self) -> Dict[str, float]:
+        return {
+            name: float(m.loss_normalizer)
+            for name, m in self.model.named_modules()
+            if isinstance(getattr(m, "loss_normalizer", None), (int, float))
+        }
+
+    def load_state_dict(self, state: Dict[str, float]) -> None:
+        modules = dict(self.model.named_modules())
+        for name, value in state.items():
+            if name in modules:
+                modules[name].loss_normalizer = value
 
 
 def _atomic_torch_save(obj: Any, path: str) -> None:
@@ -94,6 +121,7 @@ class DistillCheckpointer(DetectionCheckpointer):
         if kd_parts is not None:
             checkpointables.setdefault("distill", kd_parts)
         checkpointables.setdefault("rng", RNGState())
+        checkpointables.setdefault("loss_normalizers", LossNormalizerState(student))
         self.is_distiller = kd_parts is not None
         super().__init__(student, save_dir, **checkpointables)
 

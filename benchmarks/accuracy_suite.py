@@ -1,0 +1,388 @@
+#!/usr/bin/env python
+"""The accuracy suite: what distillation buys, per method, over seeds, on the synthetic dataset.
+
+    python benchmarks/accuracy_suite.py [--out output/benchmarks/accuracy] [--seeds 0 1 2]
+        [--methods baseline mse fgd ...] [--device cpu|cuda] [--schedule-scale 1.0]
+        [--smoke] [--dry-run]
+
+1. The R50 teacher: reused from the quickstart's cache (``$D2KD_CACHE/teachers/``), else trained
+   there with tools/train_net.py --resume; evaluated once.
+2. For each method (``METHODS`` in benchmarks/_common.py) and seed: tools/train_net.py --resume
+   into ``<out>/<method>/seed<k>``; a run whose final evaluation exists is skipped, so running the
+   command again after an interruption resumes where it stopped.
+3. ``<out>/accuracy.json`` (per-run AP/AP50/AP75/APs/APm/APl, mean ± std per method, gain over the
+   baseline, share of the teacher–baseline gap closed, hardware, schedule, timestamps, wall time
+   per run), a markdown table on stdout, and ``<out>/accuracy.png``. A full (non-smoke) run also
+   writes benchmarks/results/accuracy.json, which benchmarks/render_tables.py renders.
+
+A method whose recipe file does not exist yet is reported as "not implemented yet" and skipped.
+``--smoke`` uses the tiny test recipes with a few iterations (CI); ``--schedule-scale`` multiplies
+every max_iter, the teacher's included (a scaled teacher is cached under its own folder).
+"""
+
+import argparse
+import importlib.util
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import (  # noqa: E402
+    METHODS,
+    ROOT,
+    TEACHER_RECIPE,
+    TINY_TEACHER,
+    clean_nan,
+    hardware,
+    not_implemented_note,
+    now_iso,
+    read_json,
+    select_methods,
+    write_json,
+)
+from render_tables import accuracy_table  # noqa: E402
+
+ALL_METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+TRAIN_NET = ROOT / "tools" / "train_net.py"
+PROGRESS = "bench_run.json"  # per run folder: wall time so far, schedule, status
+
+
+def log(msg: str) -> None:
+    print(f"[accuracy] {msg}", flush=True)
+
+
+def recipe_info(recipe: str) -> Dict[str, Any]:
+    """max_iter of a recipe and whether it is a distillation recipe (has a teacher)."""
+    from detectron2.config import LazyConfig
+
+    cfg = LazyConfig.load(str(ROOT / recipe))
+    return dict(max_iter=int(cfg.train.max_iter), distill="teacher" in cfg.model)
+
+
+def teacher_cache_dir(recipe: str) -> str:
+    """tools/quickstart.py's teacher cache folder for ``recipe`` (one cache for both tools)."""
+    spec = importlib.util.spec_from_file_location(
+        "d2kd_quickstart", ROOT / "tools" / "quickstart.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.teacher_cache_dir(recipe)
+
+
+def eval_result(run_dir: Path) -> Optional[Path]:
+    """The evaluation of the run's final model if there is one (eval-only or last training eval)."""
+    final, last, ckpt = (
+        run_dir / n for n in ("eval_final.json", "eval_last.json", "model_final.pth")
+    )
+    if final.is_file():
+        return final
+    if last.is_file() and ckpt.is_file() and last.stat().st_mtime >= ckpt.stat().st_mtime:
+        return last
+    return None
+
+
+def read_metrics(path: Path) -> Dict[str, Optional[float]]:
+    """COCO box metrics of an evaluation json; NaN (no detections in an area range) -> None."""
+    bbox = clean_nan(read_json(path)["bbox"])
+    return {k: bbox.get(k) for k in ALL_METRICS}
+
+
+def fmt_ap(metrics: Dict[str, Optional[float]]) -> str:
+    return "n/a" if metrics.get("AP") is None else f"{metrics['AP']:.2f}"
+
+
+def train_net_cmd(recipe: str, *opts: str) -> List[str]:
+    return [sys.executable, str(TRAIN_NET), "--config-file", str(ROOT / recipe), *opts]
+
+
+def run_logged(cmd: List[str], run_dir: Path, extra: Dict[str, Any]) -> Dict[str, Any]:
+    """Run ``cmd`` with its output appended to ``run_dir/bench_train.log``; keep a wall-time tally.
+
+    The tally (``bench_run.json``) is rewritten every 30 s, so the wall time of a run that was
+    interrupted and resumed adds up over its invocations.
+
+    Raises:
+        RuntimeError: naming the log when the command fails.
+    """
+    run_dir.mkdir(parents=True, exist_ok=True)
+    progress_path = run_dir / PROGRESS
+    progress = read_json(progress_path) if progress_path.is_file() else {}
+    before = float(progress.get("wall_s", 0.0))
+    progress.update(extra, command=cmd, invocations=int(progress.get("invocations", 0)) + 1)
+    progress.setdefault("started", now_iso())
+    start = last_write = time.time()
+    with open(run_dir / "bench_train.log", "a") as logf:
+        proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, cwd=ROOT)
+        try:
+            while proc.poll() is None:
+                time.sleep(1.0)
+                if time.time() - last_write > 30:
+                    last_write = time.time()
+                    write_json(dict(progress, wall_s=before + last_write - start), progress_path)
+        finally:
+            proc.wait()
+            progress["wall_s"] = round(before + time.time() - start, 1)
+            progress["status"] = "ok" if proc.returncode == 0 else f"exit {proc.returncode}"
+            progress["finished"] = now_iso()
+            write_json(progress, progress_path)
+    if proc.returncode != 0:
+        tail = (run_dir / "bench_train.log").read_text().splitlines()[-15:]
+        raise RuntimeError(
+            f"[accuracy] {' '.join(cmd[3:5])} failed (exit {proc.returncode}); log: "
+            f"{run_dir / 'bench_train.log'}\n" + "\n".join(tail)
+        )
+    return progress
+
+
+def ensure_teacher(args, plan: Dict[str, Any]) -> Dict[str, Any]:
+    """Train (or reuse) and evaluate the teacher; return its record for accuracy.json."""
+    tdir = Path(plan["dir"])
+    ckpt = tdir / "model_final.pth"
+    dev = [f"train.device={args.device}"] if args.device else []
+    train = train_net_cmd(
+        plan["recipe"], "--resume", f"train.output_dir={tdir}", *plan["opts"], *dev
+    )
+    evaluate = train_net_cmd(
+        plan["recipe"], "--eval-only", f"train.init_checkpoint={ckpt}", f"train.output_dir={tdir}"
+    )
+    evaluate += [*plan["opts"], *dev]
+    if args.dry_run:
+        print(("# (cached) " if ckpt.is_file() else "") + " ".join(train))
+        print(("# (done) " if eval_result(tdir) else "") + " ".join(evaluate))
+        return dict(plan, checkpoint=str(ckpt))
+    record = dict(plan, checkpoint=str(ckpt))
+    if ckpt.is_file():
+        log(f"reusing the teacher {ckpt}")
+    else:
+        log(
+            f"training the teacher ({plan['max_iter']} iterations) into {tdir}"
+            + ("" if args.smoke else "; about an hour on 2 CPU cores for the default recipe")
+            + ". Interrupt and rerun to resume."
+        )
+        record["train_wall_s"] = run_logged(train, tdir, dict(role="teacher"))["wall_s"]
+    result = eval_result(tdir)
+    if result is None:
+        log("evaluating the teacher once")
+        run_logged(evaluate, tdir, dict(role="teacher-eval"))
+        result = eval_result(tdir)
+    record["metrics"] = read_metrics(result)
+    log(f"teacher AP {fmt_ap(record['metrics'])}")
+    return record
+
+
+def stats(values: List[float]) -> Dict[str, Any]:
+    values = [v for v in values if v is not None]
+    if not values:
+        return dict(mean=None, std=None, values=[])
+    std = statistics.stdev(values) if len(values) > 1 else None
+    return dict(mean=statistics.fmean(values), std=std, values=values)
+
+
+def aggregate(runs: List[Dict[str, Any]], teacher: Dict[str, Any], infos) -> Dict[str, Any]:
+    """Per method: metric mean ± std over seeds, AP gain over the baseline, gap closed."""
+    methods: Dict[str, Any] = {}
+    for name in dict.fromkeys(r["method"] for r in runs):
+        ok = [r for r in runs if r["method"] == name and r["status"] == "ok"]
+        methods[name] = dict(
+            recipe=infos[name]["recipe"],
+            max_iter=infos[name]["max_iter"],
+            n=len(ok),
+            seeds=[r["seed"] for r in ok],
+            metrics={k: stats([r["metrics"][k] for r in ok]) for k in ALL_METRICS},
+            wall_s_mean=statistics.fmean([r["wall_s"] for r in ok]) if ok else None,
+        )
+    base = methods.get("baseline", {}).get("metrics", {}).get("AP", {}).get("mean")
+    t_ap = (teacher.get("metrics") or {}).get("AP")
+    gap = None if base is None or t_ap is None else t_ap - base
+    for name, m in methods.items():
+        ap = m["metrics"]["AP"]["mean"]
+        m["gain_AP"] = None if ap is None or base is None else ap - base
+        m["gap_closed"] = (
+            m["gain_AP"] / gap if m["gain_AP"] is not None and gap and gap > 0 else None
+        )
+    return dict(methods=methods, teacher_baseline_gap=gap)
+
+
+def plot(result: Dict[str, Any], path: Path) -> None:
+    """AP mean ± std per method as bars, with the teacher and baseline as horizontal lines."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [n for n, m in result["methods"].items() if m["metrics"]["AP"]["mean"] is not None]
+    means = [result["methods"][n]["metrics"]["AP"]["mean"] for n in names]
+    stds = [result["methods"][n]["metrics"]["AP"]["std"] or 0.0 for n in names]
+    fig, ax = plt.subplots(figsize=(1.2 * len(names) + 3, 4))
+    ax.bar(names, means, yerr=stds, capsize=4, color="tab:blue", alpha=0.8)
+    t_ap = (result["teacher"].get("metrics") or {}).get("AP")
+    if t_ap is not None:
+        ax.axhline(t_ap, color="tab:red", linestyle="--", label=f"teacher {t_ap:.1f}")
+    if "baseline" in names:
+        b = result["methods"]["baseline"]["metrics"]["AP"]["mean"]
+        ax.axhline(b, color="gray", linestyle=":", label=f"baseline {b:.1f}")
+    ax.set_ylabel("box AP (synthetic val)")
+    ax.set_title(f"AP mean ± std over seeds {result['seeds']} ({result['hardware']['device']})")
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def run_one(
+    args: argparse.Namespace,
+    name: str,
+    seed: int,
+    info: Dict[str, Any],
+    teacher_ckpt: str,
+    out: Path,
+) -> Optional[Dict[str, Any]]:
+    """Train and evaluate one method x seed (or skip it when done); None under --dry-run."""
+    run_dir = out / name / f"seed{seed}"
+    opts = [f"train.output_dir={run_dir}", f"train.seed={seed}"]
+    opts += [f"train.max_iter={info['max_iter']}", f"train.eval_period={info['max_iter']}"]
+    opts += [f"train.device={args.device}"] if args.device else []
+    opts += [f"model.teacher.weights={teacher_ckpt}"] if info["distill"] else []
+    cmd = train_net_cmd(info["recipe"], "--resume", *opts, *METHODS[name].overrides)
+    progress_path = run_dir / PROGRESS
+    progress = read_json(progress_path) if progress_path.is_file() else {}
+    # Done: evaluated after its last iteration, on this schedule (a longer one resumes from it).
+    done = eval_result(run_dir) and progress.get("max_iter", info["max_iter"]) == info["max_iter"]
+    if args.dry_run:
+        print(("# (done) " if done else "") + " ".join(cmd))
+        return None
+    record = dict(method=name, seed=seed, recipe=info["recipe"], output_dir=str(run_dir))
+    record["max_iter"] = info["max_iter"]
+    try:
+        if done:
+            log(f"{name} seed {seed}: done earlier, skipped")
+        else:
+            log(f"{name} seed {seed}: training {info['max_iter']} iterations in {run_dir}")
+            progress = run_logged(cmd, run_dir, dict(max_iter=info["max_iter"]))
+        eval_json = eval_result(run_dir)
+        if eval_json is None:
+            raise RuntimeError(f"[accuracy] {run_dir} has no evaluation after training")
+        record.update(status="ok", metrics=read_metrics(eval_json))
+        log(f"{name} seed {seed}: AP {fmt_ap(record['metrics'])}")
+    except RuntimeError as e:
+        print(e, file=sys.stderr)
+        record.update(status="failed", error=str(e).splitlines()[0], metrics={})
+    record.update(wall_s=progress.get("wall_s"), finished=progress.get("finished"))
+    return record
+
+
+def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--out", default=str(ROOT / "output" / "benchmarks" / "accuracy"))
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--methods", nargs="+", default=None, help="default: every METHODS entry")
+    ap.add_argument("--device", default=None, help="cpu or cuda (default: the recipes' choice)")
+    ap.add_argument("--schedule-scale", type=float, default=1.0, help="multiplies every max_iter")
+    ap.add_argument("--smoke", action="store_true", help="tiny test recipes, a few iterations")
+    ap.add_argument("--smoke-iters", type=int, default=2, help="max_iter of --smoke runs")
+    ap.add_argument("--teacher-dir", default=None, help="teacher folder (default: the cache)")
+    ap.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
+    ap.add_argument("--no-publish", action="store_true", help="no benchmarks/results/ copy")
+    args = ap.parse_args(argv)
+    if args.schedule_scale <= 0:
+        ap.error("--schedule-scale must be positive")
+    return args
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = parse_args(argv)
+    out = Path(args.out).resolve()
+    started, t0 = now_iso(), time.time()
+    names = select_methods(args.methods, "accuracy")
+    skipped = {n: not_implemented_note(n) for n in names if not METHODS[n].implemented()}
+    if args.smoke:
+        skipped.update(
+            {n: f"{n}: no smoke recipe" for n in names if n not in skipped and not METHODS[n].smoke}
+        )
+    for note in skipped.values():
+        log(note)
+    names = [n for n in names if n not in skipped]
+
+    def iters(n: int) -> int:
+        return args.smoke_iters if args.smoke else max(1, round(n * args.schedule_scale))
+
+    infos = {}
+    for n in names:
+        recipe = METHODS[n].smoke if args.smoke else METHODS[n].recipe
+        infos[n] = dict(recipe=recipe, **recipe_info(recipe))
+        infos[n]["max_iter"] = iters(infos[n]["max_iter"])
+    t_recipe = TINY_TEACHER if args.smoke else TEACHER_RECIPE
+    t_iters = iters(recipe_info(t_recipe)["max_iter"])
+    if args.teacher_dir:
+        t_dir = args.teacher_dir
+    elif args.smoke:
+        t_dir = str(out / "teacher")
+    else:
+        t_dir = teacher_cache_dir(t_recipe)
+        t_dir += f"-x{args.schedule_scale:g}" if args.schedule_scale != 1 else ""
+    t_opts = [f"train.max_iter={t_iters}"] if args.smoke or args.schedule_scale != 1 else []
+    t_plan = dict(recipe=t_recipe, dir=t_dir, max_iter=t_iters, opts=t_opts)
+    try:
+        teacher = ensure_teacher(args, t_plan)
+    except RuntimeError as e:
+        print(e, file=sys.stderr)
+        return 1
+
+    import torch
+
+    hw = hardware(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    summary = dict(
+        benchmark="accuracy",
+        smoke=args.smoke,
+        started=started,
+        hardware=hw,
+        command=" ".join([Path(sys.argv[0]).name, *(sys.argv[1:] if argv is None else argv)]),
+        schedule=dict(
+            scale=args.schedule_scale,
+            max_iter={"teacher": t_iters, **{n: infos[n]["max_iter"] for n in names}},
+            recipes={"teacher": t_recipe, **{n: infos[n]["recipe"] for n in names}},
+        ),
+        seeds=list(args.seeds),
+        teacher={k: v for k, v in teacher.items() if k != "opts"},
+        not_implemented=skipped,
+    )
+    runs: List[Dict[str, Any]] = []
+    for name in names:
+        for seed in args.seeds:
+            record = run_one(args, name, seed, infos[name], teacher["checkpoint"], out)
+            if record is None:  # --dry-run
+                continue
+            runs.append(record)
+            result = dict(
+                summary,
+                finished=now_iso(),
+                total_wall_s=round(time.time() - t0, 1),
+                runs=runs,
+                **aggregate(runs, teacher, infos),
+            )
+            write_json(result, out / "accuracy.json")  # after every run: partial results survive
+    failures = sum(r["status"] != "ok" for r in runs)
+    if args.dry_run:
+        return 0
+    if not runs:
+        log("nothing to run")
+        return 1
+    print("\n" + accuracy_table(result) + "\n")
+    gap = result["teacher_baseline_gap"]
+    base_std = result["methods"].get("baseline", {}).get("metrics", {}).get("AP", {}).get("std")
+    if gap is not None and (gap <= 0 or (base_std and gap < 2 * base_std)):
+        log(f"warning: the teacher-baseline gap ({gap:.2f} AP) is not above seed noise")
+    plot(result, out / "accuracy.png")
+    log(f"wrote {out / 'accuracy.json'} and {out / 'accuracy.png'}")
+    if not args.smoke and not args.no_publish and not failures:
+        write_json(result, ROOT / "benchmarks" / "results" / "accuracy.json")
+        log("wrote benchmarks/results/accuracy.json (render with benchmarks/render_tables.py)")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
