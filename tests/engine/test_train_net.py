@@ -1,6 +1,7 @@
 """tools/train_net.py end to end: checkpoints, bad input, exact resume after SIGKILL, 2 processes."""
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -94,9 +95,19 @@ def test_eval_only_needs_no_teacher(tmp_path, teacher_ckpt):
         (["model.teacher.weights=CORRUPT"], "could not read teacher weights .*corrupt.pth"),
         (["model.teacher.weights=STUDENT"], "(?s)cannot load.*shape of"),
         (["model.terms.mse.levels=[p2]"], "level 'p2' not in the student's backbone outputs"),
+        (
+            [
+                "model.teacher.weights=TEACHER",
+                "train.teacher_check.num_images=2",
+                "train.teacher_check.min_ap=50",
+            ],
+            "AP .* on the first 2 test images is below the recipe's floor",
+        ),
     ],
 )
-def test_bad_input_stops_before_training_and_keeps_files(tmp_path, overrides, message):
+def test_bad_input_stops_before_training_and_keeps_files(
+    tmp_path, teacher_ckpt, overrides, message
+):
     out = tmp_path / "run"
     out.mkdir()
     (out / "model_final.pth").write_bytes(b"earlier result")
@@ -105,12 +116,13 @@ def test_bad_input_stops_before_training_and_keeps_files(tmp_path, overrides, me
     student = tmp_path / "student.pth"
     torch.save({"model": instantiate(load_cfg().model.student).state_dict()}, student)
     overrides = [
-        o.replace("CORRUPT", str(corrupt)).replace("STUDENT", str(student)) for o in overrides
+        o.replace("CORRUPT", str(corrupt))
+        .replace("STUDENT", str(student))
+        .replace("TEACHER", teacher_ckpt)
+        for o in overrides
     ]
     proc = run_train_net(["--config-file", TINY_DISTILL, f"train.output_dir={out}", *overrides])
     assert proc.returncode != 0
-    import re
-
     assert re.search(message, proc.stdout + proc.stderr), (proc.stdout + proc.stderr)[-3000:]
     assert (out / "model_final.pth").read_bytes() == b"earlier result"
     assert not list(out.glob("model_0*.pth"))
