@@ -14,6 +14,8 @@ setup(
         "pycocotools>=2.0.6",
         "onnx>=1.15",
         "onnxruntime>=1.17",
+        "onnxscript>=0.1",  # torch.onnx's dynamo exporter (dense students)
+        "onnxconverter-common>=1.14",  # fp16 ONNX variants
         "matplotlib>=3.7",
         "tqdm>=4.60",
         "numpy>=1.24",
