@@ -22,7 +22,7 @@ if str(ROOT) not in sys.path:
 RESULTS_DIR = ROOT / "benchmarks" / "results"
 
 # The teacher of every synthetic distillation recipe (shared with tools/quickstart.py's cache).
-TEACHER_RECIPE = "configs/quickstart/retinanet_R50_teacher.py"
+TEACHER_RECIPE = "configs/quickstart/retinanet_R18w_teacher.py"
 # The tiny test recipes (64 px, seconds per step) used by --smoke / --quick.
 TINY_TEACHER = "tests/configs/tiny_plain.py"
 TINY_MSE = "tests/configs/tiny_distill.py"
@@ -62,13 +62,13 @@ class Method:
 METHODS: Dict[str, Method] = {
     "baseline": Method("configs/quickstart/retinanet_R18_baseline.py", smoke=TINY_TEACHER),
     "mse": Method(
-        "configs/quickstart/mse_R18_from_R50.py",
+        "configs/quickstart/mse_R18_from_R18w.py",
         smoke=TINY_MSE,
         coco=(("RetinaNet R50 <- R101", COCO_RETINANET),),
         coco_terms="FeatureMSETerm",
     ),
     "fgd": Method(
-        "configs/fgd/retinanet_R18_from_R50_synth.py",
+        "configs/fgd/retinanet_R18_from_R18w_synth.py",
         smoke=TINY_FGD,
         coco=(
             ("RetinaNet R50 <- R101", COCO_RETINANET),
@@ -76,16 +76,16 @@ METHODS: Dict[str, Method] = {
         ),
     ),
     # ---- slots filled by later issues (recipe files do not exist yet) ----
-    "lshfm_l2": Method("configs/lshfm/retinanet_R18_from_R50_synth_l2.py", issue="LSHFM"),
-    "lshfm_lsh": Method("configs/lshfm/retinanet_R18_from_R50_synth_lsh.py", issue="LSHFM"),
-    "lshfm_lshl2": Method("configs/lshfm/retinanet_R18_from_R50_synth_lshl2.py", issue="LSHFM"),
-    "head_assist": Method("configs/head/retinanet_R18_from_R50_synth_assist.py", issue="HEAD"),
-    "head_akd": Method("configs/head/retinanet_R18_from_R50_synth_akd.py", issue="HEAD"),
-    "head_akd_ckd": Method("configs/head/retinanet_R18_from_R50_synth_akd_ckd.py", issue="HEAD"),
+    "lshfm_l2": Method("configs/lshfm/retinanet_R18_from_R18w_synth_l2.py", issue="LSHFM"),
+    "lshfm_lsh": Method("configs/lshfm/retinanet_R18_from_R18w_synth_lsh.py", issue="LSHFM"),
+    "lshfm_lshl2": Method("configs/lshfm/retinanet_R18_from_R18w_synth_lshl2.py", issue="LSHFM"),
+    "head_assist": Method("configs/head/retinanet_R18_from_R18w_synth_assist.py", issue="HEAD"),
+    "head_akd": Method("configs/head/retinanet_R18_from_R18w_synth_akd.py", issue="HEAD"),
+    "head_akd_ckd": Method("configs/head/retinanet_R18_from_R18w_synth_akd_ckd.py", issue="HEAD"),
     "tf_head": Method("configs/head/retinanet_R18_tf_head_synth.py", issue="TF-HEAD"),
-    "ikd_offline": Method("configs/ikd/retinanet_R18_from_R50_synth_offline.py", issue="IKD"),
-    "ikd_online": Method("configs/ikd/retinanet_R18_from_R50_synth_online.py", issue="IKD"),
-    "dfad": Method("configs/dfad/retinanet_R18_from_R50_synth.py", issue="DFAD"),
+    "ikd_offline": Method("configs/ikd/retinanet_R18_from_R18w_synth_offline.py", issue="IKD"),
+    "ikd_online": Method("configs/ikd/retinanet_R18_from_R18w_synth_online.py", issue="IKD"),
+    "dfad": Method("configs/dfad/retinanet_R18_from_R18w_synth.py", issue="DFAD"),
 }
 
 

@@ -5,7 +5,7 @@
         [--methods baseline mse fgd ...] [--device cpu|cuda] [--schedule-scale 1.0]
         [--smoke] [--dry-run]
 
-1. The R50 teacher: reused from the quickstart's cache (``$D2KD_CACHE/teachers/``), else trained
+1. The teacher: reused from the quickstart's cache (``$D2KD_CACHE/teachers/``), else trained
    there with tools/train_net.py --resume; evaluated once.
 2. For each method (``METHODS`` in benchmarks/_common.py) and seed: tools/train_net.py --resume
    into ``<out>/<method>/seed<k>``; a run whose final evaluation exists is skipped, so running the

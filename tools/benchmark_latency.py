@@ -5,7 +5,7 @@ Example::
 
     python tools/benchmark_latency.py \\
         --config-files configs/quickstart/retinanet_R18_baseline.py \\
-                       configs/quickstart/retinanet_R50_teacher.py \\
+                       configs/quickstart/retinanet_R18w_teacher.py \\
         --threads 2 --runs 30 --size 512 512 --int8 --out output/latency
 
 Writes OUT/latency.json, OUT/latency.md and (when AP values are known) OUT/latency.png. The first

@@ -3,7 +3,7 @@
 
 Example::
 
-    python tools/export_student.py --config-file configs/quickstart/mse_R18_from_R50.py \\
+    python tools/export_student.py --config-file configs/quickstart/mse_R18_from_R18w.py \\
         --checkpoint output/quickstart/mse/model_final.pth --output output/quickstart/mse/export
 
 Exit status: 0 when everything was exported and every gate passed, 1 otherwise (the message

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Train or evaluate a d2kd recipe (a Distiller or a plain Detectron2 LazyConfig).
 
-    python tools/train_net.py --config-file configs/quickstart/mse_R18_from_R50.py \
+    python tools/train_net.py --config-file configs/quickstart/mse_R18_from_R18w.py \
         --num-gpus 1 train.device=cpu model.teacher.weights=teacher.pth
 
 Flags are Detectron2's: --num-gpus (processes per machine; gloo on CPU), --num-machines,

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Pictures of what a KD method sees.
 
-    python tools/visualize.py fgd --config-file configs/fgd/retinanet_R18_from_R50_synth.py \
+    python tools/visualize.py fgd --config-file configs/fgd/retinanet_R18_from_R18w_synth.py \
         --weights TEACHER.pth [--dataset synth_val] [--index 0] --output fgd.png
 
 ``fgd``: for one image, the teacher's spatial attention (FGD's A_S at the recipe's temperature)

@@ -4,7 +4,7 @@ Export
 ------
 ::
 
-    python tools/export_student.py --config-file configs/quickstart/mse_R18_from_R50.py \\
+    python tools/export_student.py --config-file configs/quickstart/mse_R18_from_R18w.py \\
         --checkpoint output/quickstart/mse/model_final.pth --output output/quickstart/mse/export \\
         [--int8] [--fp16] [--num-parity-images 16] [--eval-images 200] [--opts train.device=cpu]
 

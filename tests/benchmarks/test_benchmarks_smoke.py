@@ -107,7 +107,7 @@ ACCURACY = dict(
     schedule=dict(scale=1.0, max_iter=dict(teacher=3000, baseline=1000, mse=1000)),
     seeds=[0, 1],
     teacher=dict(
-        recipe="configs/quickstart/retinanet_R50_teacher.py",
+        recipe="configs/quickstart/retinanet_R18w_teacher.py",
         max_iter=3000,
         metrics=dict(AP=30.0, AP50=50.0, APs=20.0, APm=40.0),
     ),

@@ -1,14 +1,14 @@
 # FGD on the embedded synthetic dataset: the quickstart R18 student (128-ch FPN, light head) under
-# the quickstart R50 RetinaNet teacher, same data and schedule as the baseline student.
-#   python tools/train_net.py --config-file configs/fgd/retinanet_R18_from_R50_synth.py \
+# the quickstart RetinaNet teacher (R18, 256-ch FPN, 4 x 256 head), same data and schedule as the baseline student.
+#   python tools/train_net.py --config-file configs/fgd/retinanet_R18_from_R18w_synth.py \
 #       model.teacher.weights=$(python tools/quickstart.py --teacher-path)
 from d2kd.distill import Distiller, FGDTerm
 from detectron2.config import LazyCall as L
 
-from ..quickstart.mse_R18_from_R50 import dataloader, lr_multiplier, model, optimizer, train
+from ..quickstart.mse_R18_from_R18w import dataloader, lr_multiplier, model, optimizer, train
 
 # The official RetinaNet values (temp 0.5, alpha 1e-3, beta 5e-4, gamma 5e-4, lambda 5e-6) on
 # P3-P7; the student's 128-ch maps go through FGD's 1x1 `align` conv to the teacher's 256.
 model.terms = {"fgd": L(FGDTerm)(levels=["p3", "p4", "p5", "p6", "p7"])}
 model.weights = {"fgd": 1.0}
-train.output_dir = "./output/fgd/retinanet_R18_from_R50_synth"
+train.output_dir = "./output/fgd/retinanet_R18_from_R18w_synth"

@@ -1,4 +1,4 @@
-# Plain FPN feature-MSE distillation: the R18 baseline student under the R50 teacher, same schedule.
+# Plain FPN feature-MSE distillation: the R18 baseline student under the R18-wide teacher, same schedule.
 from d2kd.distill import Distiller, FeatureMSETerm, Teacher
 from detectron2.config import LazyCall as L
 
@@ -9,7 +9,7 @@ model = L(Distiller)(
     student=student_model,
     teacher=L(Teacher)(
         model=teacher_model,
-        # The teacher trained by retinanet_R50_teacher.py; `make quickstart` passes the one it
+        # The teacher trained by retinanet_R18w_teacher.py; `make quickstart` passes the one it
         # cached (`python tools/quickstart.py --teacher-path` prints where it is).
         weights="",
     ),
