@@ -11,4 +11,5 @@ from ..quickstart.mse_R18_from_R18w import dataloader, lr_multiplier, model, opt
 # P3-P7; the student's 128-ch maps go through FGD's 1x1 `align` conv to the teacher's 256.
 model.terms = {"fgd": L(FGDTerm)(levels=["p3", "p4", "p5", "p6", "p7"])}
 model.weights = {"fgd": 1.0}
+train.clip_grad = dict(max_norm=35)  # as the official FGD configs
 train.output_dir = "./output/fgd/retinanet_R18_from_R18w_synth"
