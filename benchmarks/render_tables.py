@@ -190,8 +190,12 @@ def quickstart_table(data: Dict[str, Any], only: Optional[Sequence[str]] = None)
         rows.append(f"| {name} | " + " | ".join(_f(r.get(k)) for k in keys) + " |")
     timings = data.get("timings_s") or {}
     wall = ", ".join(f"{k.removesuffix('_s')} {v / 60:.0f} min" for k, v in timings.items())
+    sched = data.get("schedule_max_iter") or {}
+    sched_txt = ", ".join(f"{k} {v} it" for k, v in sched.items())
     caption = (
-        f"_Synthetic val split; `make quickstart` with the recipes' schedules. {_hw(data)}"
+        f"_Synthetic val split; `make quickstart` with the recipes' schedules"
+        + (f" ({sched_txt} at batch 8)" if sched_txt else "")
+        + f". {_hw(data)}"
         + (f"; wall time: {wall}" if wall else "")
         + "._"
     )
