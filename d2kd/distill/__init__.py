@@ -10,4 +10,23 @@ from .taps import Taps
 from .teacher import KeyReport, Teacher, TeacherLoadError, inherit_from_teacher
 from .term import FeatureLevelTerm, KDContext, KDTerm
 
-__all__ = [k for k in dir() if not k.startswith("_")]
+__all__ = [
+    "Constant",
+    "Distiller",
+    "FGDTerm",
+    "FeatureLevelTerm",
+    "FeatureMSETerm",
+    "KDContext",
+    "KDTerm",
+    "KeyReport",
+    "LinearWarmup",
+    "Taps",
+    "Teacher",
+    "TeacherLoadError",
+    "Window",
+    "check_finite",
+    "conv_adapter",
+    "current_iteration",
+    "inherit_from_teacher",
+    "linear_adapter",
+]

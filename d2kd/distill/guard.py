@@ -1,5 +1,6 @@
 """Stop training at the first non-finite loss, naming the term and level that produced it."""
 
+import math
 from typing import Dict
 
 import torch
@@ -20,9 +21,7 @@ def check_finite(losses: Dict[str, Tensor], iteration: int) -> None:
     values = torch.stack([v.detach().float().reshape(()) for v in losses.values()])
     if bool(torch.isfinite(values).all()):
         return
-    bad = {
-        k: float(v) for k, v in zip(losses, values.tolist()) if not torch.isfinite(torch.tensor(v))
-    }
+    bad = {k: v for k, v in zip(losses, values.tolist()) if not math.isfinite(v)}
     raise FloatingPointError(
         f"[NonFiniteGuard] non-finite loss at iteration {iteration}: "
         + ", ".join(f"{k}={v}" for k, v in bad.items())

@@ -1,4 +1,4 @@
-"""Loss-weight schedules: pure functions of the training iteration, so they need no state to resume."""
+"""Loss-weight schedules: pure functions of the iteration, so resuming needs no state of theirs."""
 
 from dataclasses import dataclass
 from typing import Callable, Optional, Union

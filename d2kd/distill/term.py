@@ -1,5 +1,6 @@
 """What a KD term sees (:class:`KDContext`) and the base classes every term derives from."""
 
+from functools import cached_property
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
@@ -62,9 +63,9 @@ class KDContext:
         """Per-image (h, w) before padding, in input pixels."""
         return [tuple(x["image"].shape[-2:]) for x in self.batched_inputs]
 
-    @property
+    @cached_property
     def gt_instances(self) -> List[Instances]:
-        """Ground-truth instances on the student's device."""
+        """Ground-truth instances on the student's device (moved once per step)."""
         return [x["instances"].to(self.device) for x in self.batched_inputs]
 
     @property
