@@ -152,12 +152,18 @@ def main() -> None:
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
     parser.add_argument("--teacher-dir", default=None, help="override the teacher cache folder")
     parser.add_argument(
-        "--teacher-path", action="store_true", help="print the cached teacher checkpoint and exit"
+        "--teacher-path",
+        nargs="?",
+        const=TEACHER,
+        default=None,
+        metavar="RECIPE",
+        help="print the cached checkpoint of a teacher recipe (default: the quickstart's) and exit",
     )
     parser.add_argument("opts", nargs="*", help="key=value overrides for the student runs")
     args = parser.parse_args()
     if args.teacher_path:
-        print(os.path.join(args.teacher_dir or teacher_cache_dir(TEACHER), "model_final.pth"))
+        folder = args.teacher_dir or teacher_cache_dir(args.teacher_path)
+        print(os.path.join(folder, "model_final.pth"))
         return
     device = [f"train.device={args.device}"] if args.device else []
     timings = {}

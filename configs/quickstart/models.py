@@ -45,3 +45,45 @@ teacher_model = retinanet_synth(depth=18, fpn_channels=256, head_convs=4)
 # Student: ResNet-18, 128-channel FPN, a light 2 x 128 head (0.37 s/step at batch 8 on 2 CPU
 # cores against 0.95 s for the teacher, shared/measurements.md).
 student_model = retinanet_synth(depth=18, fpn_channels=128, head_convs=2)
+
+
+def faster_rcnn_synth(depth: int, fpn_channels: int = 256, fc_dim: int = 1024):
+    """A stock Detectron2 Faster R-CNN (FPN P2-P6) node for 128 px synthetic images, from scratch.
+
+    The teacher family of HEAD (a two-stage teacher for a one-stage student) and the two-stage
+    rows of LSHFM.
+
+    Args:
+        depth: ResNet depth (18/34 use BasicBlock, 50+ Bottleneck).
+        fpn_channels: FPN width (and RPN head width).
+        fc_dim: width of the two fc layers of the box head (fc6, fc7).
+    """
+    model = get_config("common/models/mask_rcnn_fpn.py").model
+    model.roi_heads.mask_in_features = None
+    model.roi_heads.mask_pooler = None
+    model.roi_heads.mask_head = None
+    model.roi_heads.num_classes = len(SYNTHETIC_CLASSES)
+    model.backbone.bottom_up.stem.norm = "BN"
+    if depth < 50:
+        model.backbone.bottom_up.stages = L(ResNet.make_default_stages)(depth=depth, norm="BN")
+    else:
+        model.backbone.bottom_up.stages.depth = depth
+        model.backbone.bottom_up.stages.norm = "BN"
+    model.backbone.norm = "BN"
+    model.backbone.out_channels = fpn_channels
+    model.proposal_generator.head.in_channels = fpn_channels
+    # Anchors of 8..128 px on strides 4..64 (objects here are 6-40 px).
+    model.proposal_generator.anchor_generator.sizes = [[8], [16], [32], [64], [128]]
+    model.proposal_generator.pre_nms_topk = (1000, 1000)
+    model.proposal_generator.post_nms_topk = (500, 500)
+    # 128 sampled RoIs per image (25% positive) instead of 512: images hold ~10 objects, and the
+    # 12544x1024 fc6 on 512 RoIs x 8 images dominated the CPU step.
+    model.roi_heads.batch_size_per_image = 128
+    model.roi_heads.box_head.input_shape = ShapeSpec(channels=fpn_channels, height=7, width=7)
+    model.roi_heads.box_head.fc_dims = [fc_dim, fc_dim]
+    model.roi_heads.box_predictor.input_shape = ShapeSpec(channels=fc_dim)
+    return model
+
+
+# HEAD's two-stage teacher: Faster R-CNN R18, 256-ch FPN, the standard 2 x 1024 fc box head.
+faster_rcnn_teacher_model = faster_rcnn_synth(depth=18, fpn_channels=256)

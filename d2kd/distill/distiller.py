@@ -38,30 +38,38 @@ class Distiller(nn.Module):
 
     Args:
         student: a Detectron2 detector (e.g. RetinaNet, GeneralizedRCNN).
-        teacher: a :class:`Teacher` wrapping the teacher detector.
+        teacher: a :class:`Teacher` wrapping the teacher detector, or None for teacher-free
+            terms (e.g. TF-HEAD); ``ctx.teacher`` is then None.
         terms: KD terms by name; each is set up against the built student and teacher here.
         weights: term name -> number or schedule (a function of the iteration); default 1.0.
         check_finite: stop with a message naming the loss when any loss is NaN/Inf.
         init_student_from_teacher: once the teacher is loaded, copy its weights into the student
             wherever names and shapes match outside the bottom-up backbone (FGD's "inheriting"
             initialisation); the trainer does it and logs what was copied.
+        student_losses: run the student's own forward (its detection losses, and the taps) in
+            training. False for data-free training (DFAD), where inputs carry no annotations
+            and the terms run whatever student parts they need themselves (``ctx.student``).
     """
 
     def __init__(
         self,
         *,
         student: nn.Module,
-        teacher: Teacher,
+        teacher: Optional[Teacher],
         terms: Mapping[str, KDTerm],
         weights: Optional[Mapping[str, Union[float, Schedule]]] = None,
         check_finite: bool = True,
         init_student_from_teacher: bool = False,
+        student_losses: bool = True,
     ):
         super().__init__()
-        if not isinstance(teacher, Teacher):
+        if teacher is not None and not isinstance(teacher, Teacher):
             raise TypeError(
-                f"[Distiller] teacher must be a d2kd.distill.Teacher, got {type(teacher).__name__}"
+                "[Distiller] teacher must be a d2kd.distill.Teacher or None, got "
+                f"{type(teacher).__name__}"
             )
+        if teacher is None and init_student_from_teacher:
+            raise ValueError("[Distiller] init_student_from_teacher needs a teacher")
         self.student = student
         self.teacher = teacher
         # LazyConfig's instantiate does not descend into plain dicts: build their nodes here.
@@ -77,6 +85,7 @@ class Distiller(nn.Module):
         }
         self.check_finite = check_finite
         self.init_student_from_teacher = init_student_from_teacher
+        self.student_losses = student_losses
         for name, term in self.terms.items():
             if not isinstance(term, KDTerm):
                 raise TypeError(
@@ -84,15 +93,26 @@ class Distiller(nn.Module):
                 )
             if len(inspect.signature(term.forward).parameters) != 1:
                 raise TypeError(f"[Distiller] term '{name}'.forward must take one KDContext")
-            term.setup(student, teacher.model)
+            term.setup(student, self.teacher_model)
             check_tap_paths(student, term.student_taps, owner=f"Distiller: term '{name}'")
         self._tap_paths: List[str] = list(
             dict.fromkeys(p for t in self.terms.values() for p in t.student_taps)
         )
         # DDP must neither sync nor broadcast anything of the frozen teacher.
+        frozen = teacher if teacher is not None else nn.Module()
         self._ddp_params_and_buffers_to_ignore = [
-            f"teacher.{n}" for n, _ in teacher.named_parameters()
-        ] + [f"teacher.{n}" for n, _ in teacher.named_buffers()]
+            f"teacher.{n}" for n, _ in frozen.named_parameters()
+        ] + [f"teacher.{n}" for n, _ in frozen.named_buffers()]
+
+    @property
+    def teacher_model(self) -> Optional[nn.Module]:
+        """The teacher detector itself (None for a teacher-free Distiller)."""
+        return self.teacher.model if self.teacher is not None else None
+
+    def on_teacher_loaded(self) -> None:
+        """Tell every term the teacher's weights are in place (after :meth:`Teacher.load`)."""
+        for term in self.terms.values():
+            term.on_teacher_loaded(self.teacher_model)
 
     @property
     def device(self):
@@ -100,17 +120,26 @@ class Distiller(nn.Module):
 
     def train(self, mode: bool = True) -> "Distiller":
         super().train(mode)
-        self.teacher.train(False)
+        if self.teacher is not None:
+            self.teacher.train(False)
         return self
 
     def forward(self, batched_inputs: List[Dict[str, Any]]):
         if not self.training:
             return self.student(batched_inputs)
-        with Taps(self.student, self._tap_paths) as taps:
-            losses: Dict[str, Tensor] = dict(self.student(batched_inputs))
+        losses: Dict[str, Tensor] = {}
+        with Taps(self.student, self._tap_paths if self.student_losses else ()) as taps:
+            if self.student_losses:
+                losses.update(self.student(batched_inputs))
         iteration = current_iteration()
         ctx = KDContext(
-            batched_inputs, self.student, self.teacher.model, taps.outputs, taps.inputs, iteration
+            batched_inputs,
+            self.student,
+            self.teacher_model,
+            taps.outputs,
+            taps.inputs,
+            iteration,
+            student_all_outputs=taps.all_outputs,
         )
         for name, term in self.terms.items():
             weight = self.weights[name](iteration)

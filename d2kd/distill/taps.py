@@ -23,6 +23,8 @@ def check_tap_paths(model: nn.Module, paths: Iterable[str], owner: str = "Taps")
 class Taps:
     """A context manager that records the inputs and outputs of named submodules.
 
+    ``outputs``/``inputs`` hold the last call of each module; ``all_outputs`` every call.
+
     Hooks exist only inside the ``with`` block, so a model used for evaluation or export never
     carries them. Records are cleared on entry.
 
@@ -40,17 +42,22 @@ class Taps:
         self._handles: List[RemovableHandle] = []
         self.outputs: Dict[str, Any] = {}
         self.inputs: Dict[str, Tuple[Any, ...]] = {}
+        # Every call, in order, for modules run more than once per forward (e.g. a RetinaNet
+        # head tower applied to each FPN level): path -> [output of call 0, call 1, ...].
+        self.all_outputs: Dict[str, List[Any]] = {}
 
     def _hook(self, path: str):
         def record(module: nn.Module, args: Tuple[Any, ...], output: Any) -> None:
             self.inputs[path] = args
             self.outputs[path] = output
+            self.all_outputs.setdefault(path, []).append(output)
 
         return record
 
     def __enter__(self) -> "Taps":
         self.outputs.clear()
         self.inputs.clear()
+        self.all_outputs.clear()
         modules = dict(self._model.named_modules())
         for path in self.paths:
             self._handles.append(modules[path].register_forward_hook(self._hook(path)))

@@ -24,16 +24,19 @@ class KDContext:
         student_outputs: outputs of the student's tapped submodules, keyed by module path.
         student_inputs: positional inputs of those submodules, keyed by module path.
         iteration: the training iteration (from the event storage).
+        student_all_outputs: every call's output of each tapped submodule, in call order (for
+            modules run once per level, e.g. ``head.cls_subnet``).
     """
 
     def __init__(
         self,
         batched_inputs: List[Dict[str, Any]],
         student: nn.Module,
-        teacher: nn.Module,
+        teacher: Optional[nn.Module],
         student_outputs: Dict[str, Any],
         student_inputs: Dict[str, Tuple[Any, ...]],
         iteration: int,
+        student_all_outputs: Optional[Dict[str, List[Any]]] = None,
     ):
         self.batched_inputs = batched_inputs
         self.student = student
@@ -41,6 +44,7 @@ class KDContext:
         self.student_outputs = student_outputs
         self.student_inputs = student_inputs
         self.iteration = iteration
+        self.student_all_outputs = student_all_outputs or {}
         self._teacher_images = None
         self._teacher_features: Optional[Dict[str, Tensor]] = None
 
@@ -73,8 +77,14 @@ class KDContext:
         """Per-image GT boxes (K_i, 4), XYXY in input pixels."""
         return [inst.gt_boxes.tensor for inst in self.gt_instances]
 
+    def _require_teacher(self) -> nn.Module:
+        if self.teacher is None:
+            raise RuntimeError("[KDContext] this Distiller has no teacher (teacher=None)")
+        return self.teacher
+
     def teacher_images(self):
         """The batch normalised and padded by the teacher's own preprocessing (an ImageList)."""
+        self._require_teacher()
         if self._teacher_images is None:
             self._teacher_images = self.teacher.preprocess_image(self.batched_inputs)
         return self._teacher_images
@@ -82,8 +92,9 @@ class KDContext:
     def teacher_features(self) -> Dict[str, Tensor]:
         """The teacher's backbone (FPN) outputs, computed once, without gradient."""
         if self._teacher_features is None:
+            teacher = self._require_teacher()
             with torch.no_grad():
-                self._teacher_features = self.teacher.backbone(self.teacher_images().tensor)
+                self._teacher_features = teacher.backbone(self.teacher_images().tensor)
         return self._teacher_features
 
 
@@ -98,8 +109,19 @@ class KDTerm(nn.Module):
 
     student_taps: Tuple[str, ...] = ()
 
-    def setup(self, student: nn.Module, teacher: nn.Module) -> None:
-        """Validate against the built models and create shape-dependent modules."""
+    def setup(self, student: nn.Module, teacher: Optional[nn.Module]) -> None:
+        """Validate against the built models and create shape-dependent modules.
+
+        Runs at construction, before any weights are loaded: anything that depends on the
+        teacher's trained weights belongs in :meth:`on_teacher_loaded`.
+        """
+
+    def on_teacher_loaded(self, teacher: Optional[nn.Module]) -> None:
+        """Called once the teacher's weights are loaded, before training starts.
+
+        For state derived from the trained teacher (e.g. LSHFM's projection scale); keep it in
+        buffers so a resumed run restores it from the checkpoint's "distill" state.
+        """
 
     def forward(self, ctx: KDContext) -> Dict[str, Tensor]:  # pragma: no cover - abstract
         raise NotImplementedError

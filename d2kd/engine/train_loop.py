@@ -23,7 +23,7 @@ from ..distill.teacher import inherit_from_teacher
 from .checkpoint import DistillCheckpointer, split_student
 from .hooks import GradientClipping
 
-__all__ = ["do_train", "do_test", "check_teacher", "create_ddp_model", "TeacherCheckError"]
+__all__ = ["do_train", "do_test", "build_trainer", "check_teacher", "create_ddp_model", "TeacherCheckError"]
 
 logger = logging.getLogger("d2kd")
 
@@ -109,14 +109,25 @@ def check_teacher(cfg, teacher_model: nn.Module, num_images: int, min_ap: float)
 
 def prepare_teacher(cfg, model: nn.Module) -> None:
     """Load a Distiller's teacher (strict key report) and run the optional quick check."""
-    if not isinstance(model, Distiller):
+    if not isinstance(model, Distiller) or model.teacher is None:
         return
     model.teacher.load()
+    model.on_teacher_loaded()
     if model.init_student_from_teacher:
         inherit_from_teacher(model.student, model.teacher.model)
     check = cfg.train.get("teacher_check", None)
     if check and check.get("num_images", 0) > 0:
         check_teacher(cfg, model.teacher.model, check.num_images, check.get("min_ap", 0.0))
+
+
+def build_trainer(cfg, model: nn.Module, data_loader, optimizer):
+    """The trainer named by ``train.trainer`` (LazyCall node), else Detectron2's stock one."""
+    node = cfg.train.get("trainer", None)
+    if node is None:
+        trainer_cls = AMPTrainer if cfg.train.amp.enabled else SimpleTrainer
+        return trainer_cls(model, data_loader, optimizer)
+    node.model, node.data_loader, node.optimizer = model, data_loader, optimizer
+    return instantiate(node)
 
 
 def do_train(args, cfg) -> Optional[Dict[str, Any]]:
@@ -132,6 +143,12 @@ def do_train(args, cfg) -> Optional[Dict[str, Any]]:
         train.eval_period, train.log_period, train.device,
         train.teacher_check (optional: num_images, min_ap),
         train.clip_grad (optional: max_norm; the global gradient norm is clipped to it).
+        train.hooks (optional: a list of LazyCall nodes of Detectron2 ``HookBase`` objects,
+            registered after the LR scheduler and before checkpointing; a hook with
+            ``state_dict``/``load_state_dict`` is saved and resumed with the trainer).
+        train.trainer (optional: a LazyCall node of a trainer class, e.g. a ``SimpleTrainer``
+            subclass with its own ``run_step``; it receives ``model``, ``data_loader`` and
+            ``optimizer`` here. Default: AMPTrainer when train.amp.enabled, else SimpleTrainer).
     """
     if str(cfg.train.device).startswith("cpu"):
         # Gradients of models trained from scratch can drift into denormal floats, which x86
@@ -147,14 +164,15 @@ def do_train(args, cfg) -> Optional[Dict[str, Any]]:
     train_loader = instantiate(cfg.dataloader.train)
 
     model = create_ddp_model(model, cfg.train.device, **cfg.train.ddp)
-    trainer_cls = AMPTrainer if cfg.train.amp.enabled else SimpleTrainer
-    trainer = trainer_cls(model, train_loader, optim)
+    trainer = build_trainer(cfg, model, train_loader, optim)
+    extra_hooks = [instantiate(h) for h in (cfg.train.get("hooks", None) or [])]
     checkpointer = DistillCheckpointer(model, cfg.train.output_dir, trainer=trainer)
     trainer.register_hooks(
         [
             hooks.IterationTimer(),
             GradientClipping(cfg.train.clip_grad.max_norm) if cfg.train.get("clip_grad") else None,
             hooks.LRScheduler(scheduler=instantiate(cfg.lr_multiplier)),
+            *extra_hooks,
             (
                 hooks.PeriodicCheckpointer(checkpointer, **cfg.train.checkpointer)
                 if comm.is_main_process()

@@ -168,3 +168,67 @@ def test_schedules():
     assert [warm(i) for i in range(7)] == [0.0, 0.0, 0.5, 1.0, 1.5, 2.0, 2.0]
     win = Window(weight=3.0, start=1, end=3)
     assert [win(i) for i in range(4)] == [0.0, 3.0, 3.0, 0.0]
+
+
+class _CountingTerm(KDTerm):
+    """Records what the Distiller hands it: per-call tower outputs, teacher-loaded callbacks."""
+
+    student_taps = ("backbone", "head.cls_subnet")
+
+    def __init__(self):
+        super().__init__()
+        self.calls = []
+        self.loaded_with = []
+
+    def on_teacher_loaded(self, teacher):
+        self.loaded_with.append(teacher)
+
+    def forward(self, ctx):
+        self.calls.append(ctx)
+        towers = ctx.student_all_outputs.get("head.cls_subnet", [])
+        zero = sum(t.sum() for t in towers) * 0 if towers else torch.zeros(())
+        return {"loss_count": zero}
+
+
+def test_all_outputs_hold_every_call_of_a_per_level_module(cfg, batch):
+    term = _CountingTerm()
+    model = build(cfg, terms={"count": term}, weights={}).train()
+    with EventStorage(0):
+        model(batch)
+    towers = term.calls[-1].student_all_outputs["head.cls_subnet"]
+    levels = model.student.head_in_features
+    assert len(towers) == len(levels)
+    feats = term.calls[-1].student_features
+    assert [t.shape[-2:] for t in towers] == [feats[k].shape[-2:] for k in levels]
+
+
+def test_teacher_free_distiller_runs_and_names_the_missing_teacher(cfg, batch):
+    term = _CountingTerm()
+    model = build(cfg, teacher=None, terms={"count": term}, weights={}).train()
+    assert model.teacher_model is None and model._ddp_params_and_buffers_to_ignore == []
+    with EventStorage(0):
+        losses = model(batch)
+    assert "loss_cls" in losses and "loss_count" in losses
+    with pytest.raises(RuntimeError, match="no teacher"):
+        term.calls[-1].teacher_features()
+
+
+def test_without_student_losses_only_the_terms_run(cfg, batch):
+    term = _CountingTerm()
+    model = build(cfg, terms={"count": term}, weights={}, student_losses=False).train()
+    with EventStorage(0):
+        losses = model(batch)
+    assert list(losses) == ["loss_count"]
+    assert term.calls[-1].student_outputs == {}
+
+
+def test_on_teacher_loaded_reaches_every_term(cfg, tmp_path):
+    from d2kd.engine.train_loop import prepare_teacher
+
+    term = _CountingTerm()
+    model = build(cfg, terms={"count": term}, weights={})
+    path = tmp_path / "t.pth"
+    torch.save({"model": model.teacher.model.state_dict()}, path)
+    model.teacher.weights = str(path)
+    prepare_teacher(cfg, model)
+    assert term.loaded_with == [model.teacher.model]
