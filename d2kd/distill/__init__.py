@@ -5,12 +5,17 @@ from .distiller import Distiller, current_iteration
 from .feature_mse import FeatureMSETerm
 from .fgd_term import FGDTerm
 from .guard import check_finite
+from .head_term import AKDTerm, CKDTerm, HEADAssistTerm
+from .mimic_term import RCNNMimicTerm, RetinaNetMimicTerm
 from .schedule import Constant, LinearWarmup, Window
 from .taps import Taps
 from .teacher import KeyReport, Teacher, TeacherLoadError, inherit_from_teacher
 from .term import FeatureLevelTerm, KDContext, KDTerm
 
 __all__ = [
+    "AKDTerm",
+    "CKDTerm",
+    "HEADAssistTerm",
     "Constant",
     "Distiller",
     "FGDTerm",
@@ -20,6 +25,8 @@ __all__ = [
     "KDTerm",
     "KeyReport",
     "LinearWarmup",
+    "RCNNMimicTerm",
+    "RetinaNetMimicTerm",
     "Taps",
     "Teacher",
     "TeacherLoadError",

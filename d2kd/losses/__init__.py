@@ -1,0 +1,2 @@
+from .head import akd_loss, ckd_loss, roi_mse  # noqa: F401
+from .mimic import LSHProjection, MimicLoss  # noqa: F401

@@ -1,0 +1,16 @@
+# HEAD ablation, synthetic: the assistant alone (the paper's "Assist" row). As the official assist
+# config, no teacher is used (no AKD, CKD or weight transfer), so this run needs no teacher file:
+#   python tools/train_net.py --config-file configs/head/retinanet_R18_from_R18w_synth_assist.py
+from .retinanet_R18_from_R18w_synth_akd_ckd import (
+    dataloader,
+    lr_multiplier,
+    model,
+    optimizer,
+    train,
+)
+
+model.teacher = None
+model.terms = {"assist": model.terms["assist"]}
+model.terms["assist"].init_from_teacher = False
+model.weights = {"assist": 1.0}
+train.output_dir = "./output/head/retinanet_R18_from_R18w_synth_assist"

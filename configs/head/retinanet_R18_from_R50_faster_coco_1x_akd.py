@@ -1,0 +1,11 @@
+# HEAD ablation, COCO: assistant + AKD, no CKD ("HEAD_dag"; official README: 35.7 box AP).
+from .retinanet_R18_from_R50_faster_coco_1x import (
+    dataloader,
+    lr_multiplier,
+    model,
+    optimizer,
+    train,
+)
+
+del model.terms["ckd"], model.weights["ckd"]
+train.output_dir = "./output/head/retinanet_R18_from_R50_faster_coco_1x_akd"
