@@ -5,15 +5,17 @@
         [--methods baseline mse fgd ...] [--device cpu|cuda] [--schedule-scale 1.0]
         [--smoke] [--dry-run]
 
-1. The teacher: reused from the quickstart's cache (``$D2KD_CACHE/teachers/``), else trained
-   there with tools/train_net.py --resume; evaluated once.
+1. The teachers (each method names its own; most share the quickstart RetinaNet teacher, HEAD's
+   rows use the Faster R-CNN one): reused from the quickstart's cache (``$D2KD_CACHE/teachers/``),
+   else trained there with tools/train_net.py --resume; evaluated once.
 2. For each method (``METHODS`` in benchmarks/_common.py) and seed: tools/train_net.py --resume
    into ``<out>/<method>/seed<k>``; a run whose final evaluation exists is skipped, so running the
    command again after an interruption resumes where it stopped.
 3. ``<out>/accuracy.json`` (per-run AP/AP50/AP75/APs/APm/APl, mean ± std per method, gain over the
    baseline, share of the teacher–baseline gap closed, hardware, schedule, timestamps, wall time
    per run), a markdown table on stdout, and ``<out>/accuracy.png``. A full (non-smoke) run also
-   writes benchmarks/results/accuracy.json, which benchmarks/render_tables.py renders.
+   merges its methods into benchmarks/results/accuracy.json (methods run here replace their
+   earlier entries, others are kept), which benchmarks/render_tables.py renders.
 
 A method whose recipe file does not exist yet is reported as "not implemented yet" and skipped.
 ``--smoke`` uses the tiny test recipes with a few iterations (CI); ``--schedule-scale`` multiplies
@@ -33,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import (  # noqa: E402
     METHODS,
+    RESULTS_DIR,
     ROOT,
     TEACHER_RECIPE,
     TINY_TEACHER,
@@ -60,7 +63,8 @@ def recipe_info(recipe: str) -> Dict[str, Any]:
     from detectron2.config import LazyConfig
 
     cfg = LazyConfig.load(str(ROOT / recipe))
-    return dict(max_iter=int(cfg.train.max_iter), distill="teacher" in cfg.model)
+    teacher = cfg.model.get("teacher", None) if hasattr(cfg.model, "get") else None
+    return dict(max_iter=int(cfg.train.max_iter), distill=teacher is not None)
 
 
 def teacher_cache_dir(recipe: str) -> str:
@@ -182,29 +186,79 @@ def stats(values: List[float]) -> Dict[str, Any]:
     return dict(mean=statistics.fmean(values), std=std, values=values)
 
 
-def aggregate(runs: List[Dict[str, Any]], teacher: Dict[str, Any], infos) -> Dict[str, Any]:
-    """Per method: metric mean ± std over seeds, AP gain over the baseline, gap closed."""
+def mean_or_none(values: List[Optional[float]]) -> Optional[float]:
+    values = [v for v in values if v is not None]
+    return statistics.fmean(values) if values else None
+
+
+def aggregate(
+    runs: List[Dict[str, Any]], teachers: Dict[str, Dict[str, Any]], infos
+) -> Dict[str, Any]:
+    """Per method: metric mean ± std over seeds, AP gain over the baseline, and the share of the
+    gap between the baseline and the method's own teacher that it closed."""
     methods: Dict[str, Any] = {}
     for name in dict.fromkeys(r["method"] for r in runs):
         ok = [r for r in runs if r["method"] == name and r["status"] == "ok"]
         methods[name] = dict(
             recipe=infos[name]["recipe"],
+            teacher=infos[name]["teacher"],
             max_iter=infos[name]["max_iter"],
             n=len(ok),
             seeds=[r["seed"] for r in ok],
             metrics={k: stats([r["metrics"][k] for r in ok]) for k in ALL_METRICS},
-            wall_s_mean=statistics.fmean([r["wall_s"] for r in ok]) if ok else None,
+            # None for runs trained outside the suite (no bench_run.json tally).
+            wall_s_mean=mean_or_none([r.get("wall_s") for r in ok]),
         )
+    return dict(methods=methods, **gains(methods, teachers))
+
+
+def gains(methods: Dict[str, Any], teachers: Dict[str, Dict[str, Any]]) -> Dict[str, Any]:
+    """Fill each method's ``gain_AP`` and ``gap_closed`` (in place); return the gaps per teacher."""
     base = methods.get("baseline", {}).get("metrics", {}).get("AP", {}).get("mean")
-    t_ap = (teacher.get("metrics") or {}).get("AP")
-    gap = None if base is None or t_ap is None else t_ap - base
-    for name, m in methods.items():
+    gaps = {}
+    for recipe, t in teachers.items():
+        t_ap = (t.get("metrics") or {}).get("AP")
+        gaps[recipe] = None if base is None or t_ap is None else t_ap - base
+    for m in methods.values():
         ap = m["metrics"]["AP"]["mean"]
+        gap = gaps.get(m.get("teacher"))
         m["gain_AP"] = None if ap is None or base is None else ap - base
         m["gap_closed"] = (
             m["gain_AP"] / gap if m["gain_AP"] is not None and gap and gap > 0 else None
         )
-    return dict(methods=methods, teacher_baseline_gap=gap)
+    main_gap = gaps.get(TEACHER_RECIPE, next(iter(gaps.values()), None))
+    return dict(teacher_baseline_gap=main_gap, teacher_baseline_gaps=gaps)
+
+
+def publish(result: Dict[str, Any], path: Path) -> Dict[str, Any]:
+    """Merge this run's methods into the published JSON (earlier methods are kept)."""
+    old = read_json(path) if path.is_file() else {}
+    if old.get("smoke") or not old.get("methods"):
+        old = {}
+    ran = set(result["methods"])
+    merged = dict(result)
+    merged["teachers"] = {**old.get("teachers", {}), **result.get("teachers", {})}
+    for rec in (old.get("teacher"), result.get("teacher")):  # files written before "teachers"
+        if rec and rec.get("recipe"):
+            merged["teachers"].setdefault(rec["recipe"], rec)
+    merged["methods"] = {
+        **{k: v for k, v in old.get("methods", {}).items() if k not in ran},
+        **result["methods"],
+    }
+    merged["runs"] = [r for r in old.get("runs", []) if r["method"] not in ran] + result["runs"]
+    sched_old, sched = old.get("schedule", {}), result["schedule"]
+    merged["schedule"] = dict(
+        sched,
+        max_iter={**sched_old.get("max_iter", {}), **sched.get("max_iter", {})},
+        recipes={**sched_old.get("recipes", {}), **sched.get("recipes", {})},
+    )
+    merged["seeds"] = sorted(set(old.get("seeds", [])) | set(result["seeds"]))
+    merged["not_implemented"] = {
+        k: v for k, v in result.get("not_implemented", {}).items() if k not in merged["methods"]
+    }
+    merged.update(gains(merged["methods"], merged["teachers"]))
+    write_json(merged, path)
+    return merged
 
 
 def plot(result: Dict[str, Any], path: Path) -> None:
@@ -247,13 +301,21 @@ def run_one(
     opts += [f"train.max_iter={info['max_iter']}", f"train.eval_period={info['max_iter']}"]
     opts += [f"train.device={args.device}"] if args.device else []
     opts += [f"model.teacher.weights={teacher_ckpt}"] if info["distill"] else []
-    cmd = train_net_cmd(info["recipe"], "--resume", *opts, *METHODS[name].overrides)
+    method = METHODS[name]
+    fill = dict(teacher=teacher_ckpt, run_dir=str(run_dir), seed=seed)
+    prepare = [sys.executable, *(a.format(**fill) for a in method.prepare)]
+    if method.prepare and not args.smoke:
+        opts += [o.format(**fill) for o in method.prepare_overrides]
+    else:
+        prepare = []
+    cmd = train_net_cmd(info["recipe"], "--resume", *opts, *method.overrides)
     progress_path = run_dir / PROGRESS
     progress = read_json(progress_path) if progress_path.is_file() else {}
     # Done: evaluated after its last iteration, on this schedule (a longer one resumes from it).
     done = eval_result(run_dir) and progress.get("max_iter", info["max_iter"]) == info["max_iter"]
     if args.dry_run:
-        print(("# (done) " if done else "") + " ".join(cmd))
+        for c in ([prepare] if prepare else []) + [cmd]:
+            print(("# (done) " if done else "") + " ".join(c))
         return None
     record = dict(method=name, seed=seed, recipe=info["recipe"], output_dir=str(run_dir))
     record["max_iter"] = info["max_iter"]
@@ -261,6 +323,9 @@ def run_one(
         if done:
             log(f"{name} seed {seed}: done earlier, skipped")
         else:
+            if prepare:
+                log(f"{name} seed {seed}: preparing ({' '.join(prepare[1:3])})")
+                run_logged(prepare, run_dir, dict(max_iter=info["max_iter"]))
             log(f"{name} seed {seed}: training {info['max_iter']} iterations in {run_dir}")
             progress = run_logged(cmd, run_dir, dict(max_iter=info["max_iter"]))
         eval_json = eval_result(run_dir)
@@ -303,6 +368,13 @@ def main(argv: Optional[List[str]] = None) -> int:
         skipped.update(
             {n: f"{n}: no smoke recipe" for n in names if n not in skipped and not METHODS[n].smoke}
         )
+        skipped.update(
+            {
+                n: f"{n}: no smoke teacher for {METHODS[n].teacher}"
+                for n in names
+                if n not in skipped and METHODS[n].teacher != TEACHER_RECIPE
+            }
+        )
     for note in skipped.values():
         log(note)
     names = [n for n in names if n not in skipped]
@@ -313,24 +385,30 @@ def main(argv: Optional[List[str]] = None) -> int:
     infos = {}
     for n in names:
         recipe = METHODS[n].smoke if args.smoke else METHODS[n].recipe
-        infos[n] = dict(recipe=recipe, **recipe_info(recipe))
+        infos[n] = dict(recipe=recipe, teacher=METHODS[n].teacher, **recipe_info(recipe))
         infos[n]["max_iter"] = iters(infos[n]["max_iter"])
-    t_recipe = TINY_TEACHER if args.smoke else TEACHER_RECIPE
-    t_iters = iters(recipe_info(t_recipe)["max_iter"])
-    if args.teacher_dir:
-        t_dir = args.teacher_dir
-    elif args.smoke:
-        t_dir = str(out / "teacher")
-    else:
-        t_dir = teacher_cache_dir(t_recipe)
-        t_dir += f"-x{args.schedule_scale:g}" if args.schedule_scale != 1 else ""
-    t_opts = [f"train.max_iter={t_iters}"] if args.smoke or args.schedule_scale != 1 else []
-    t_plan = dict(recipe=t_recipe, dir=t_dir, max_iter=t_iters, opts=t_opts)
-    try:
-        teacher = ensure_teacher(args, t_plan)
-    except RuntimeError as e:
-        print(e, file=sys.stderr)
-        return 1
+    # The main teacher always (the table's reference row), then every other teacher a method names.
+    teacher_recipes = list(dict.fromkeys([TEACHER_RECIPE, *(infos[n]["teacher"] for n in names)]))
+    teachers: Dict[str, Dict[str, Any]] = {}
+    for key in teacher_recipes:
+        t_recipe = TINY_TEACHER if args.smoke else key
+        t_iters = iters(recipe_info(t_recipe)["max_iter"])
+        if args.teacher_dir and key == TEACHER_RECIPE:
+            t_dir = args.teacher_dir
+        elif args.smoke:
+            t_dir = str(out / "teacher")
+        else:
+            t_dir = teacher_cache_dir(t_recipe)
+            t_dir += f"-x{args.schedule_scale:g}" if args.schedule_scale != 1 else ""
+        t_opts = [f"train.max_iter={t_iters}"] if args.smoke or args.schedule_scale != 1 else []
+        t_plan = dict(recipe=t_recipe, dir=t_dir, max_iter=t_iters, opts=t_opts)
+        try:
+            record = ensure_teacher(args, t_plan)
+        except RuntimeError as e:
+            print(e, file=sys.stderr)
+            return 1
+        teachers[key] = {k: v for k, v in record.items() if k != "opts"}
+    teacher = teachers[TEACHER_RECIPE]
 
     import torch
 
@@ -343,17 +421,22 @@ def main(argv: Optional[List[str]] = None) -> int:
         command=" ".join([Path(sys.argv[0]).name, *(sys.argv[1:] if argv is None else argv)]),
         schedule=dict(
             scale=args.schedule_scale,
-            max_iter={"teacher": t_iters, **{n: infos[n]["max_iter"] for n in names}},
-            recipes={"teacher": t_recipe, **{n: infos[n]["recipe"] for n in names}},
+            max_iter={
+                **{f"teacher {k}": t["max_iter"] for k, t in teachers.items()},
+                **{n: infos[n]["max_iter"] for n in names},
+            },
+            recipes={"teacher": teacher["recipe"], **{n: infos[n]["recipe"] for n in names}},
         ),
         seeds=list(args.seeds),
-        teacher={k: v for k, v in teacher.items() if k != "opts"},
+        teacher=teacher,
+        teachers=teachers,
         not_implemented=skipped,
     )
     runs: List[Dict[str, Any]] = []
     for name in names:
         for seed in args.seeds:
-            record = run_one(args, name, seed, infos[name], teacher["checkpoint"], out)
+            t_ckpt = teachers[infos[name]["teacher"]]["checkpoint"]
+            record = run_one(args, name, seed, infos[name], t_ckpt, out)
             if record is None:  # --dry-run
                 continue
             runs.append(record)
@@ -362,7 +445,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                 finished=now_iso(),
                 total_wall_s=round(time.time() - t0, 1),
                 runs=runs,
-                **aggregate(runs, teacher, infos),
+                **aggregate(runs, teachers, infos),
             )
             write_json(result, out / "accuracy.json")  # after every run: partial results survive
     failures = sum(r["status"] != "ok" for r in runs)
@@ -379,8 +462,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     plot(result, out / "accuracy.png")
     log(f"wrote {out / 'accuracy.json'} and {out / 'accuracy.png'}")
     if not args.smoke and not args.no_publish and not failures:
-        write_json(result, ROOT / "benchmarks" / "results" / "accuracy.json")
-        log("wrote benchmarks/results/accuracy.json (render with benchmarks/render_tables.py)")
+        publish(result, RESULTS_DIR / "accuracy.json")
+        log("merged into benchmarks/results/accuracy.json (render with benchmarks/render_tables.py)")
     return 1 if failures else 0
 
 

@@ -51,6 +51,13 @@ def _hw(data: Dict[str, Any]) -> str:
     return hardware_line(data.get("hardware"))
 
 
+def _hw_no_threads(data: Dict[str, Any]) -> str:
+    """The hardware line without thread counts: runs of one table may use different ones, and
+    they change the time, not the accuracy."""
+    hw = {k: v for k, v in (data.get("hardware") or {}).items() if k != "torch_threads"}
+    return hardware_line(hw or None)
+
+
 def _f(value: Optional[float], fmt: str = ".1f") -> str:
     return "—" if value is None else format(value, fmt)
 
@@ -70,24 +77,32 @@ def _date(data: Dict[str, Any]) -> str:
 
 # ------------------------------------------------------------------------------------------ tables
 def accuracy_table(data: Dict[str, Any], only: Optional[Sequence[str]] = None) -> str:
-    """Teacher, baseline and each method: AP metrics mean ± std over seeds, gain, gap closed."""
+    """Teachers, baseline and each method: AP metrics mean ± std over seeds, gain, gap closed."""
     sched = data.get("schedule", {})
-    teacher = data.get("teacher", {})
+    methods = {
+        name: m
+        for name, m in data.get("methods", {}).items()
+        if not only or name in only or name == "baseline"
+    }
+    teachers = data.get("teachers") or {data.get("teacher", {}).get("recipe", "?"): data["teacher"]}
+    main = next(iter(teachers))
+    used = [t for t in teachers if t == main or any(m.get("teacher") == t for m in methods.values())]
+    if only:  # a project's table: only the teachers its methods distil from
+        used = [t for t in used if any(m.get("teacher", main) == t for m in methods.values())]
     seeds = ",".join(str(s) for s in data.get("seeds", []))
     rows = [
         "| model | iters | seeds | " + " | ".join(METRICS) + " | ΔAP vs baseline | gap closed |",
         "|---|---|---|" + "---|" * len(METRICS) + "---|---|",
     ]
-    tm = teacher.get("metrics") or {}
-    t_name = Path(teacher.get("recipe", "?")).stem
-    rows.append(
-        f"| teacher ({t_name}) | {teacher.get('max_iter', '—')} | — | "
-        + " | ".join(_f(tm.get(k)) for k in METRICS)
-        + " | — | — |"
-    )
-    for name, m in data.get("methods", {}).items():
-        if only and name not in only and name != "baseline":
-            continue
+    for key in used:
+        t = teachers[key]
+        tm = t.get("metrics") or {}
+        rows.append(
+            f"| teacher ({Path(t.get('recipe', key)).stem}) | {t.get('max_iter', '—')} | — | "
+            + " | ".join(_f(tm.get(k)) for k in METRICS)
+            + " | — | — |"
+        )
+    for name, m in methods.items():
         gain, gap = m.get("gain_AP"), m.get("gap_closed")
         rows.append(
             f"| {name} | {m.get('max_iter', '—')} | {m.get('n', 0)} | "
@@ -96,13 +111,16 @@ def accuracy_table(data: Dict[str, Any], only: Optional[Sequence[str]] = None) -
             + f" | {'—' if name == 'baseline' or gap is None else format(gap, '.0%')} |"
         )
     missing = [n for n in data.get("not_implemented", {}) if not only or n in only]
+    missing += [n for n in only or () if n not in methods and n not in missing]
     caption = (
         f"_Box AP on the synthetic val split ({'smoke run, ' if data.get('smoke') else ''}"
-        f"schedule x{sched.get('scale', 1):g}: teacher {teacher.get('max_iter', '?')} iterations, "
-        f"students as listed; seeds {seeds or '—'}; mean ± std over seeds; gap closed = "
-        f"(AP − AP_baseline) / (AP_teacher − AP_baseline)). {_hw(data)}; {_date(data)}._"
+        f"schedule x{sched.get('scale', 1):g}; iterations at batch 8 as listed; "
+        f"seeds {seeds or '—'}; mean ± std over seeds; gap closed = "
+        f"(AP − AP_baseline) / (AP_teacher − AP_baseline), against the teacher the method "
+        f"distils from{' (the Faster R-CNN one for head rows)' if len(used) > 1 else ''}). "
+        f"{_hw_no_threads(data)}; {_date(data)}._"
     )
-    note = f"\n\nNot implemented yet: {', '.join(missing)}." if missing else ""
+    note = f"\n\nNot run yet: {', '.join(missing)}." if missing else ""
     return caption + "\n\n" + "\n".join(rows) + note
 
 

@@ -26,13 +26,22 @@ def one_thread(monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
 
 
-def test_accuracy_suite_smoke_runs_then_resumes(tmp_path, capsys):
+@pytest.fixture
+def ghost_method(monkeypatch):
+    """A registry row whose recipe does not exist (a method not implemented yet)."""
+    from _common import METHODS, Method
+
+    monkeypatch.setitem(METHODS, "ghost", Method("configs/ghost/none.py", issue="none"))
+    return "ghost"
+
+
+def test_accuracy_suite_smoke_runs_then_resumes(tmp_path, capsys, ghost_method):
     out = tmp_path / "acc"
-    argv = ["--smoke", "--seeds", "0", "--methods", "baseline", "mse", "lshfm_l2"]
+    argv = ["--smoke", "--seeds", "0", "--methods", "baseline", "mse", ghost_method]
     argv += ["--out", str(out)]
     assert accuracy_suite.main(argv) == 0
     printed = capsys.readouterr().out
-    assert "lshfm_l2: not implemented yet" in printed
+    assert "ghost: not implemented yet" in printed
     assert "| baseline | 2 | 1 |" in printed and "| mse | 2 | 1 |" in printed
 
     data = json.loads((out / "accuracy.json").read_text())
@@ -41,9 +50,13 @@ def test_accuracy_suite_smoke_runs_then_resumes(tmp_path, capsys):
     assert [r["status"] for r in data["runs"]] == ["ok", "ok"]
     assert all(r["wall_s"] > 0 and "AP" in r["metrics"] for r in data["runs"])
     assert "AP" in data["teacher"]["metrics"]
-    assert data["schedule"]["max_iter"] == {"teacher": 2, "baseline": 2, "mse": 2}
+    assert data["schedule"]["max_iter"] == {
+        "teacher configs/quickstart/retinanet_R18w_teacher.py": 2,
+        "baseline": 2,
+        "mse": 2,
+    }
     assert {"platform", "cpu_count", "torch", "device"} <= set(data["hardware"])
-    assert "lshfm_l2" in data["not_implemented"]
+    assert "ghost" in data["not_implemented"]
     assert (out / "accuracy.png").stat().st_size > 1000
     assert (out / "mse" / "seed0" / "model_final.pth").is_file()
 
@@ -159,8 +172,9 @@ def test_render_tables_rewrites_sections_and_checks(repo, capsys):
     assert text.endswith("<!-- d2kd:end accuracy -->\n\nmore text\n")
     assert "hand-typed" not in text
     assert "| mse | 1000 | 2 | 22.5 ± 0.2 | 43.0 |" in text and "| +2.5 | 25% |" in text
-    assert "Test CPU, 2 cores" in text and "teacher 3000 iterations" in text
-    assert "Not implemented yet: lshfm_l2" in text
+    assert "Test CPU, 2 cores" in text
+    assert "| teacher (retinanet_R18w_teacher) | 3000 | — | 30.0 | 50.0 |" in text
+    assert "Not run yet: lshfm_l2" in text
     project = (repo / "projects" / "FGD" / "README.md").read_text()
     assert "| baseline |" in project and "| mse |" not in project
     assert render_tables.main(root + ["--check"]) == 0
@@ -182,3 +196,33 @@ def test_render_tables_errors_name_the_problem(repo, capsys):
     readme.write_text("x\n<!-- d2kd:table accuracy -->\nno end marker\n")
     assert render_tables.main(["--root", str(repo)]) == 1
     assert "README.md:2: '<!-- d2kd:table accuracy -->' has no" in capsys.readouterr().err
+
+
+def test_publish_merges_methods_and_measures_gaps_against_each_methods_teacher(tmp_path):
+    """A later run of some methods replaces theirs and keeps the others; a method distilled from
+    another teacher (HEAD's Faster R-CNN) closes a share of the gap to that teacher."""
+    path = tmp_path / "accuracy.json"
+    path.write_text(json.dumps(dict(ACCURACY, runs=[dict(method="mse", seed=0)])))
+    frcnn = "configs/quickstart/faster_rcnn_R18w_teacher.py"
+    later = dict(
+        ACCURACY,
+        seeds=[2],
+        teachers={frcnn: dict(recipe=frcnn, max_iter=1500, metrics=dict(AP=24.0))},
+        methods=dict(
+            head_assist=dict(
+                teacher=frcnn, max_iter=1000, n=1, metrics=dict(AP=dict(mean=22.0, std=None))
+            )
+        ),
+        runs=[dict(method="head_assist", seed=2)],
+        schedule=dict(scale=1.0, max_iter=dict(head_assist=1000)),
+    )
+    merged = accuracy_suite.publish(later, path)
+    assert list(merged["methods"]) == ["baseline", "mse", "head_assist"]
+    assert [r["method"] for r in merged["runs"]] == ["mse", "head_assist"]
+    assert merged["seeds"] == [0, 1, 2]
+    assert merged["schedule"]["max_iter"]["mse"] == 1000
+    assert merged["methods"]["head_assist"]["gap_closed"] == pytest.approx(0.5)  # 2 of 24 - 20
+    assert json.loads(path.read_text())["methods"]["head_assist"]["gain_AP"] == pytest.approx(2.0)
+    table = render_tables.accuracy_table(merged, ["head_assist"])
+    assert "| teacher (faster_rcnn_R18w_teacher) | 1500 |" in table
+    assert "retinanet_R18w_teacher" not in table
