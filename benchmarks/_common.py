@@ -117,9 +117,25 @@ METHODS: Dict[str, Method] = {
         issue="TF-HEAD",
         teacher=FASTER_RCNN_TEACHER_RECIPE,
     ),
-    # ---- slots filled by later issues (recipe files do not exist yet) ----
-    "ikd_offline": Method("configs/ikd/retinanet_R18_from_R18w_synth_offline.py", issue="IKD"),
-    "ikd_online": Method("configs/ikd/retinanet_R18_from_R18w_synth_online.py", issue="IKD"),
+    # IKD offline: the adversarial copy of synth_train is made once per teacher (restartable; the
+    # seeds share it), then the run reads it; online makes its pairs during training.
+    "ikd_offline": Method(
+        "configs/ikd/retinanet_R18_from_R18w_synth_offline.py",
+        issue="IKD",
+        prepare=(
+            "tools/gen_adversarial.py",
+            "--config-file",
+            "configs/ikd/retinanet_R18_from_R18w_synth_offline.py",
+            "--batch-size",
+            "8",
+            "model.teacher.weights={teacher}",
+        ),
+    ),
+    "ikd_online": Method(
+        "configs/ikd/retinanet_R18_from_R18w_synth_online.py",
+        smoke="tests/configs/tiny_ikd.py",
+        issue="IKD",
+    ),
     "dfad": Method("configs/dfad/retinanet_R18_from_R18w_synth.py", issue="DFAD"),
 }
 

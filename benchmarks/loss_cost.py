@@ -6,7 +6,9 @@
 
 Shapes (COCO): batch 2, FPN P3-P7 of 800x1333 inputs padded to 800x1344 (strides 8..128),
 256 channels, 30 GT boxes per image (benchmarks/fgd_loss_speed.py's inputs). Every loss sees the
-same student maps (requiring grad) and teacher maps; the terms run interleaved and the medians of
+same student maps (requiring grad) and teacher maps, except the row losses, whose inputs are
+fixed-size rows (LSHFM: 240 x 2304 cls-tower patches with 4096 hashes; HEAD: 1024 RoIs x 1024;
+DFAD: every anchor's 80 logits and 4 deltas over the maps' P3-P7); the terms run interleaved and the medians of
 forward, backward and their sum are reported. Then benchmarks/fgd_loss_speed.py runs (the
 vectorised FGD loss against the loop reference) and its result is embedded in the JSON.
 ``--quick`` uses small maps (256x384, 32 channels) and 2 repeats (CI smoke).
@@ -56,18 +58,106 @@ def fgd_loss(channels: Dict[str, int]) -> Callable[[Inputs], Any]:
     return run
 
 
+def _rows(n: int, dim: int, device: str, seed: int):
+    """(student rows requiring grad, teacher rows) of a fixed size, seeded."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    s = torch.randn(n, dim, generator=g).to(device).requires_grad_(True)
+    return s, torch.randn(n, dim, generator=g).to(device)
+
+
+# LSHFM at COCO scale: 3x3 patches of the 256-ch RetinaNet cls tower (D = 2304) at the locations
+# its mask keeps (about 4 per GT box over P3-P7 here: 2 images x 30 boxes x 4), K = 4096 hashes.
+LSHFM_ROWS, LSHFM_DIM, LSHFM_HASHES = 240, 2304, 4096
+# HEAD at the paper's sampling: 2 images x 512 RoIs, fc6/fc7 of 1024.
+HEAD_ROIS, HEAD_DIM = 1024, 1024
+
+
+def lshfm_loss(mode: str) -> Callable[[Dict[str, int]], Callable[[Inputs], Any]]:
+    def build(channels: Dict[str, int]) -> Callable[[Inputs], Any]:
+        """LSHFM's MimicLoss (mode, beta 7) on (M, 2304) cls-tower patch rows."""
+        from d2kd.losses.mimic import MimicLoss
+
+        module = MimicLoss(LSHFM_DIM, mode=mode, beta=7.0, hash_num=LSHFM_HASHES)
+        cache = {}
+
+        def run(x: Inputs):
+            if not cache:
+                module.to(x["device"])
+                cache["rows"] = _rows(LSHFM_ROWS, LSHFM_DIM, x["device"], seed=1)
+            return sum(module(*cache["rows"]).values())
+
+        return run
+
+    return build
+
+
+def head_akd_loss(channels: Dict[str, int]) -> Callable[[Inputs], Any]:
+    """HEAD's AKD: MSE of adapted assistant fc6 and fc7 against the teacher's, 1024 RoIs."""
+    from d2kd.losses.head import akd_loss
+
+    cache = {}
+
+    def run(x: Inputs):
+        if not cache:
+            cache["fc6"] = _rows(HEAD_ROIS, HEAD_DIM, x["device"], seed=2)
+            cache["fc7"] = _rows(HEAD_ROIS, HEAD_DIM, x["device"], seed=3)
+        (s6, t6), (s7, t7) = cache["fc6"], cache["fc7"]
+        return akd_loss([s6, s7], [t6, t7])
+
+    return run
+
+
+def head_ckd_loss(channels: Dict[str, int]) -> Callable[[Inputs], Any]:
+    """HEAD's CKD: MSE of adapted cls-tower cells against the teacher's fc7, 1024 RoIs."""
+    from d2kd.losses.head import ckd_loss
+
+    cache = {}
+
+    def run(x: Inputs):
+        if not cache:
+            cache["rows"] = _rows(HEAD_ROIS, HEAD_DIM, x["device"], seed=4)
+        return ckd_loss(*cache["rows"])
+
+    return run
+
+
+def dfad_loss(channels: Dict[str, int]) -> Callable[[Inputs], Any]:
+    """DFAD's discrepancy: mean L1 of RetinaNet class logits (80 classes, 9 anchors) and box
+    deltas over every anchor of P3-P7, computed here from the FPN maps' sizes."""
+    import torch
+
+    from d2kd.losses.discrepancy import dfad_discrepancy
+
+    cache = {}
+
+    def run(x: Inputs):
+        if not cache:
+            n = next(iter(x["student"].values())).shape[0]
+            anchors = sum(9 * f.shape[-2] * f.shape[-1] for f in x["student"].values())
+            g = torch.Generator().manual_seed(5)
+            cache["s"] = {
+                k: torch.randn(n, anchors, d, generator=g).to(x["device"]).requires_grad_(True)
+                for k, d in (("cls", 80), ("box", 4))
+            }
+            cache["t"] = {k: torch.randn_like(v).detach() for k, v in cache["s"].items()}
+        return sum(dfad_discrepancy(cache["s"], cache["t"]).values())
+
+    return run
+
+
 # KD loss -> (module that must exist, builder). A slot whose module is missing is reported as
 # "not implemented yet"; later issues replace the None builder with theirs.
 LOSSES: Dict[str, tuple] = {
     "mse": ("d2kd.losses.feature", mse_loss),
     "fgd": ("d2kd.losses.fgd", fgd_loss),
-    # ---- slots filled by later issues ----
-    "lshfm_l2": ("d2kd.losses.mimic", None),
-    "lshfm_lsh": ("d2kd.losses.mimic", None),
-    "lshfm_lshl2": ("d2kd.losses.mimic", None),
-    "head_akd": ("d2kd.losses.head", None),
-    "head_ckd": ("d2kd.losses.head", None),
-    "dfad": ("d2kd.losses.discrepancy", None),
+    "lshfm_l2": ("d2kd.losses.mimic", lshfm_loss("l2")),
+    "lshfm_lsh": ("d2kd.losses.mimic", lshfm_loss("lsh")),
+    "lshfm_lshl2": ("d2kd.losses.mimic", lshfm_loss("lshl2")),
+    "head_akd": ("d2kd.losses.head", head_akd_loss),
+    "head_ckd": ("d2kd.losses.head", head_ckd_loss),
+    "dfad": ("d2kd.losses.discrepancy", dfad_loss),
 }
 
 

@@ -8,8 +8,11 @@ For each distillation method of ``METHODS`` (benchmarks/_common.py), measured si
 interleaved repeats in one run, on the same batch and the same (randomly initialised) models:
 
 - student step: the Distiller's student alone, loss + backward + SGD step;
-- teacher forward: what the KD terms compute of the teacher,
-  ``teacher.backbone(teacher.preprocess_image(batch).tensor)`` under no_grad, eval mode;
+- teacher forward: the teacher's backbone and FPN,
+  ``teacher.backbone(teacher.preprocess_image(batch).tensor)`` under no_grad, eval mode: all the
+  feature methods need (FGD, MSE, IKD's clean pair); LSHFM and HEAD also run the teacher's head or
+  box head on the student's locations or RoIs, which lands in their KD step (so their ratio also
+  counts that part of the teacher); 0 for teacher-free recipes;
 - KD step: the Distiller's training step (student, teacher, KD terms) + backward + SGD step;
 - ratio = KD step / (student step + teacher forward); the target is at most 1.10.
 
@@ -114,7 +117,7 @@ def step_fns(model, batch) -> Dict[str, Callable[[], None]]:
     """The three measured steps on one Distiller and one batch."""
     import torch
 
-    student, teacher = model.student, model.teacher.model
+    student, teacher = model.student, model.teacher_model
 
     def sgd(params):
         return torch.optim.SGD([p for p in params if p.requires_grad], lr=0.0, momentum=0.9)
@@ -129,6 +132,8 @@ def step_fns(model, batch) -> Dict[str, Callable[[], None]]:
         opt_s.zero_grad(set_to_none=True)
 
     def teacher_forward() -> None:
+        if teacher is None:  # teacher-free recipes (HEAD's assist row, TF-HEAD): nothing to run
+            return
         with torch.no_grad():
             teacher.backbone(teacher.preprocess_image(batch).tensor)
 
@@ -221,6 +226,15 @@ def memory_in_subprocess(spec: Dict[str, Any]) -> Dict[str, Any]:
     return mem
 
 
+def custom_loop(recipe: str) -> bool:
+    """Whether a recipe replaces the trainer or drives its terms from hooks (DFAD's generator
+    steps, IKD's adversarial window): one Distiller step outside that loop is not its step."""
+    from detectron2.config import LazyConfig
+
+    train = LazyConfig.load(str(ROOT / recipe)).train
+    return train.get("trainer", None) is not None or bool(train.get("hooks", None))
+
+
 def settings(args) -> List[Dict[str, Any]]:
     """(method, kind, recipe, label) to measure, skipping what is not implemented."""
     out = []
@@ -230,6 +244,12 @@ def settings(args) -> List[Dict[str, Any]]:
             continue
         if not m.implemented():
             print(f"[train_overhead] {not_implemented_note(name)}")
+            continue
+        if custom_loop(m.recipe):
+            print(
+                f"[train_overhead] {name}: its recipe runs its own loop (train.trainer or "
+                "train.hooks); its step costs are in its project README"
+            )
             continue
         base = dict(method=name, device=args.device, threads=args.threads)
         if args.quick:

@@ -61,13 +61,35 @@ def random_teacher_weights(cfg, folder) -> str:
     return path
 
 
-def smoke_overrides(cfg, folder):
+def smoke_overrides(cfg, folder, path=None):
     from omegaconf import OmegaConf
 
     out = [f"{k}={v}" for k, v in SMOKE_OVERRIDES.items() if OmegaConf.select(cfg, k) is not None]
     if OmegaConf.select(cfg, "model.teacher.weights", default=None) is not None:
-        out.append(f"model.teacher.weights={random_teacher_weights(cfg, folder)}")
+        teacher = random_teacher_weights(cfg, folder)
+        out.append(f"model.teacher.weights={teacher}")
+        if OmegaConf.select(cfg, "dataloader.train.mapper.adv_dir", default=None):
+            out += adversarial_copies(path, folder, teacher)
     return out
+
+
+def adversarial_copies(path, folder, teacher):
+    """IKD's offline recipes read stored adversarial copies: make 1-step ones of the tiny split."""
+    import subprocess
+    import sys
+
+    adv = os.path.join(str(folder), "adv")
+    cmd = [sys.executable, os.path.join(ROOT, "tools", "gen_adversarial.py"), "--config-file"]
+    cmd += [path, "--dataset", "synth_tiny_train"]
+    cmd += ["--output-dir", adv, "--steps", "1", "--device", "cpu"]
+    cmd += [f"model.teacher.weights={teacher}"]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return [
+        f"dataloader.train.mapper.adv_dir={adv}",
+        "dataloader.train.mapper.expected_settings.steps=1",
+    ]
 
 
 def test_synthetic_recipes_are_found():
@@ -83,7 +105,7 @@ def test_synthetic_recipe_trains_20_iterations(path, tmp_path):
     cfg = LazyConfig.load(path)
     out = tmp_path / "run"
     proc = run_train_net(
-        ["--config-file", path, f"train.output_dir={out}", *smoke_overrides(cfg, tmp_path)],
+        ["--config-file", path, f"train.output_dir={out}", *smoke_overrides(cfg, tmp_path, path)],
         timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -5,6 +5,8 @@ Registered (lazily: nothing is rendered until a split is first loaded):
 ``synth_tiny_{train,val}`` (16/8, for tests).
 """
 
+from .adversarial import Attack  # noqa: F401
+from .adversarial_mapper import AdversarialPairMapper, build_adversarial_train_loader  # noqa: F401
 from .synthetic import (
     DATASET_VERSION,
     SYNTHETIC_CLASSES,

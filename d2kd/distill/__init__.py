@@ -1,6 +1,7 @@
 """The distillation core: Distiller, Teacher, taps, adapters, schedules and KD term bases."""
 
 from .adapters import conv_adapter, linear_adapter
+from .adversarial_term import AdversarialFeatureTerm
 from .distiller import Distiller, current_iteration
 from .feature_mse import FeatureMSETerm
 from .fgd_term import FGDTerm
@@ -13,6 +14,7 @@ from .teacher import KeyReport, Teacher, TeacherLoadError, inherit_from_teacher
 from .term import FeatureLevelTerm, KDContext, KDTerm
 
 __all__ = [
+    "AdversarialFeatureTerm",
     "AKDTerm",
     "CKDTerm",
     "HEADAssistTerm",

@@ -1,0 +1,1 @@
+from .adversarial import AdversarialAugmentation  # noqa: F401

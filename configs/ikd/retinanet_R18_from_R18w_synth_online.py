@@ -1,0 +1,19 @@
+# IKD on the synthetic dataset, online: as the offline recipe, but the hook has the adversarial
+# term attack the teacher on the fly (no folder to make first).
+#   python tools/train_net.py --config-file configs/ikd/retinanet_R18_from_R18w_synth_online.py \
+#       model.teacher.weights=$(python tools/quickstart.py --teacher-path)
+from .retinanet_R18_from_R18w_synth_offline import (
+    dataloader,
+    ikd,
+    lr_multiplier,
+    model,
+    optimizer,
+    train,
+)
+
+dataloader.train.mapper.adv_dir = None  # the mapper still applies the sample-specific augs
+train.hooks[0].attack = ikd.attack
+# Every image of every batch, attacked every iteration: the offline recipe's data, made here.
+train.hooks[0].fraction = 1.0
+train.hooks[0].regenerate_every = 1
+train.output_dir = "./output/ikd/retinanet_R18_from_R18w_synth_online"

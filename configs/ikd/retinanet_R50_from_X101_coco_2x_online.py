@@ -1,0 +1,18 @@
+# IKD, COCO, online: the offline recipe without the stored copies; the adversarial term attacks the
+# teacher on the fly (no extra disk, more compute per step: see projects/IKD/README.md).
+#   python tools/train_net.py --config-file configs/ikd/retinanet_R50_from_X101_coco_2x_online.py \
+#       --num-gpus 8 model.teacher.weights=/path/to/X101_teacher.pth
+from .retinanet_R50_from_X101_coco_2x_offline import (
+    dataloader,
+    ikd,
+    lr_multiplier,
+    model,
+    optimizer,
+    train,
+)
+
+dataloader.train.mapper.adv_dir = None
+train.hooks[0].attack = ikd.attack
+train.hooks[0].fraction = 1.0  # every image gets its adversarial copy, as offline
+train.hooks[0].regenerate_every = 1
+train.output_dir = "./output/ikd/retinanet_R50_from_X101_coco_2x_online"
