@@ -136,7 +136,9 @@ METHODS: Dict[str, Method] = {
         smoke="tests/configs/tiny_ikd.py",
         issue="IKD",
     ),
+    # DFAD: the student never sees a training image; dfad_real is the same loss on real images.
     "dfad": Method("configs/dfad/retinanet_R18_from_R18w_synth.py", issue="DFAD"),
+    "dfad_real": Method("configs/dfad/retinanet_R18_from_R18w_synth_real.py", issue="DFAD"),
 }
 
 

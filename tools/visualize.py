@@ -7,6 +7,13 @@
 ``fgd``: for one image, the teacher's spatial attention (FGD's A_S at the recipe's temperature)
 and the foreground mask (1/area, smallest box wins) at every distilled level, next to the image
 with its GT boxes.
+
+    python tools/visualize.py generator --output-dir output/dfad/retinanet_R18_from_R18w_synth \
+        [--config-file RECIPE] [--rows 6] [--count 8] --output generator.png
+
+``generator`` (DFAD): generated images of a fixed noise batch at intervals of training, from the
+``GeneratorStep`` hook's dumps (``<output-dir>/generator/iter_*.pt``) or, with --config-file,
+from the generator state in the run's checkpoints.
 """
 import argparse
 import os
@@ -90,6 +97,104 @@ def fgd_figure(args) -> str:
     return args.output
 
 
+def adversarial_figure(args) -> str:
+    """IKD: a clean image, its adversarial copy against the teacher, the amplified perturbation."""
+    from d2kd.data.adversarial import Attack
+
+    cfg = apply_overrides(LazyConfig.load(args.config_file), args.opts)
+    teacher = instantiate(cfg.model.teacher)
+    if args.weights:
+        teacher.load(args.weights)
+    else:
+        print("[visualize] no --weights: the teacher is randomly initialised")
+    attack = instantiate(cfg.ikd.attack) if "ikd" in cfg else Attack()
+    example = load_example(cfg, args.dataset, args.index)
+    adv = attack(teacher.model, [example], torch.Generator().manual_seed(args.index))[0]
+    clean = example["image"]
+    delta = adv.float() - clean.float()
+    amp = 127.0 / max(float(attack.eps), 1.0)
+    bgr = cfg.dataloader.test.mapper.get("image_format", "BGR") == "BGR"
+
+    def rgb(x):
+        x = x.permute(1, 2, 0).clamp(0, 255).byte().numpy()
+        return x[:, :, ::-1] if bgr else x
+
+    panels = [
+        ("clean", rgb(clean)),
+        (f"adversarial ({attack.method}, eps {attack.eps:g})", rgb(adv)),
+        (f"perturbation x{amp:.0f} (max {delta.abs().max():.0f})", rgb(delta * amp + 128)),
+    ]
+    fig, axes = plt.subplots(1, 3, figsize=(9, 3.2))
+    for ax, (title, img) in zip(axes, panels):
+        ax.imshow(img)
+        ax.set_title(title, fontsize=9)
+        ax.axis("off")
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
+    fig.savefig(args.output, dpi=100)
+    return args.output
+
+
+def _generator_snapshots(args):
+    """(iteration, uint8 RGB (N, 3, H, W)) pairs: the hook's dumps, else the checkpoints'."""
+    import glob
+
+    dumps = sorted(glob.glob(os.path.join(args.output_dir, "generator", "iter_*.pt")))
+    if dumps:
+        return [
+            (int(d["iteration"]), d["images"])
+            for d in (torch.load(p, weights_only=True) for p in dumps)
+        ]
+    if not args.config_file:
+        raise FileNotFoundError(
+            f"[visualize] no generator dumps in {args.output_dir}/generator; pass --config-file "
+            "to render from the checkpoints instead"
+        )
+    from d2kd.engine.dfad import GeneratorStep, preserved_buffers
+
+    cfg = apply_overrides(LazyConfig.load(args.config_file), args.opts)
+    nodes = [h for h in cfg.train.get("hooks", []) if h.get("_target_") is GeneratorStep]
+    if not nodes:
+        raise KeyError(f"[visualize] {args.config_file} has no GeneratorStep in train.hooks")
+    generator = instantiate(nodes[0].generator)
+    z = torch.randn(args.count, generator.nz, generator=torch.Generator().manual_seed(0))
+    out = []
+    for path in sorted(glob.glob(os.path.join(args.output_dir, "model_*.pth"))):
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        state = ckpt.get("trainer", {}).get("hooks", {}).get("GeneratorStep")
+        if state is None:
+            continue
+        generator.load_state_dict(state["generator"])
+        with torch.no_grad(), preserved_buffers(generator):
+            images = generator.train()(z)
+        out.append((int(ckpt.get("iteration", -1)) + 1, ((images + 1) * 127.5).byte()))
+    if not out:
+        raise FileNotFoundError(f"[visualize] no checkpoint with a generator in {args.output_dir}")
+    return sorted(out, key=lambda t: t[0])
+
+
+def generator_figure(args) -> str:
+    """DFAD: a grid of generated images (columns) at intervals of training (rows)."""
+    snaps = _generator_snapshots(args)
+    if len(snaps) > args.rows > 1:  # evenly spaced, always keeping the first and the last
+        idx = sorted({round(i * (len(snaps) - 1) / (args.rows - 1)) for i in range(args.rows)})
+        snaps = [snaps[i] for i in idx]
+    cols = min(args.count, min(len(images) for _, images in snaps))
+    fig, axes = plt.subplots(
+        len(snaps), cols, figsize=(1.2 * cols, 1.3 * len(snaps)), squeeze=False
+    )
+    for row, (iteration, images) in zip(axes, snaps):
+        for j, ax in enumerate(row):
+            ax.imshow(images[j].permute(1, 2, 0).numpy())
+            ax.set_xticks([])
+            ax.set_yticks([])
+        row[0].set_ylabel(f"iter {iteration}", fontsize=8)
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
+    fig.savefig(args.output, dpi=100)
+    return args.output
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
@@ -102,8 +207,24 @@ def main() -> None:
     fgd.add_argument("--index", type=int, default=0)
     fgd.add_argument("--output", default="fgd.png")
     fgd.add_argument("opts", nargs="*", help="key=value config overrides")
+    adv = sub.add_parser("adversarial", help="IKD: clean, adversarial and amplified perturbation")
+    adv.add_argument("--config-file", required=True, help="an IKD recipe (its ikd.attack)")
+    adv.add_argument("--weights", default="", help="teacher checkpoint (default: random teacher)")
+    adv.add_argument("--dataset", default="", help="dataset name (default: the recipe's test set)")
+    adv.add_argument("--index", type=int, default=0)
+    adv.add_argument("--output", default="adversarial.png")
+    adv.add_argument("opts", nargs="*", help="key=value config overrides")
+    adv.set_defaults(func=adversarial_figure)
+    gen = sub.add_parser("generator", help="DFAD: generated images at intervals of training")
+    gen.add_argument("--output-dir", required=True, help="a DFAD run's train.output_dir")
+    gen.add_argument("--config-file", default="", help="the recipe (only to read checkpoints)")
+    gen.add_argument("--rows", type=int, default=6, help="time points shown")
+    gen.add_argument("--count", type=int, default=8, help="images per time point")
+    gen.add_argument("--output", default="generator.png")
+    gen.add_argument("opts", nargs="*", help="key=value config overrides")
+    gen.set_defaults(func=generator_figure)
     args = parser.parse_args()
-    print(fgd_figure(args))
+    print(getattr(args, "func", fgd_figure)(args))
 
 
 if __name__ == "__main__":

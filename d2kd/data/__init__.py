@@ -7,6 +7,7 @@ Registered (lazily: nothing is rendered until a split is first loaded):
 
 from .adversarial import Attack  # noqa: F401
 from .adversarial_mapper import AdversarialPairMapper, build_adversarial_train_loader  # noqa: F401
+from .noise import NoiseLoader  # noqa: F401
 from .synthetic import (
     DATASET_VERSION,
     SYNTHETIC_CLASSES,

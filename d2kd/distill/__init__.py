@@ -2,6 +2,7 @@
 
 from .adapters import conv_adapter, linear_adapter
 from .adversarial_term import AdversarialFeatureTerm
+from .dfad_term import DFADTerm
 from .distiller import Distiller, current_iteration
 from .feature_mse import FeatureMSETerm
 from .fgd_term import FGDTerm
@@ -19,6 +20,7 @@ __all__ = [
     "CKDTerm",
     "HEADAssistTerm",
     "Constant",
+    "DFADTerm",
     "Distiller",
     "FGDTerm",
     "FeatureLevelTerm",

@@ -1,1 +1,2 @@
+from .dfad import DFADTrainer, GeneratorStep  # noqa: F401
 from .adversarial import AdversarialAugmentation  # noqa: F401

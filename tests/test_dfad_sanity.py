@@ -1,0 +1,32 @@
+"""DFAD's classic case at test scale: a data-free LeNet student learns rendered digits.
+
+The full run (``tools/dfad_sanity.py``, numbers in projects/DFAD/README.md) goes further; here
+the loop only has to lift the student well above chance (10%) in a few seconds of CPU.
+"""
+
+import importlib.util
+import os
+
+import torch
+from helpers import ROOT
+
+
+def _sanity_module():
+    path = os.path.join(ROOT, "tools", "dfad_sanity.py")
+    spec = importlib.util.spec_from_file_location("dfad_sanity", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_data_free_student_learns_digits():
+    torch.set_num_threads(1)
+    result = _sanity_module().run(
+        iters=60, batch=128, n_train=3000, n_test=1000, teacher_epochs=6, ngf=16, seed=0
+    )
+    # Measured (seed 0, 1 thread, 33 s of CPU): teacher 0.925, random student 0.105, DFAD
+    # student 0.195 after 60 iterations (0.14 after 20, 0.163 after 40). The student never sees
+    # a rendered digit; the margins leave room for other CPUs' rounding.
+    assert result["acc_teacher"] >= 0.9, result
+    assert result["acc_random_student"] <= 0.12, result
+    assert result["acc_dfad_student"] >= 0.15, result
