@@ -21,5 +21,5 @@ setup(
         "numpy>=1.24",
         "Pillow>=9.0",
     ],
-    extras_require={"dev": ["pytest>=7", "pytest-timeout>=2.1"]},
+    extras_require={"dev": ["pytest>=7", "pytest-timeout>=2.1", "pytest-xdist>=3"]},
 )

@@ -12,7 +12,9 @@ from d2kd.distill import Distiller
 RECIPES = sorted(
     p
     for p in glob.glob(os.path.join(ROOT, "configs", "**", "*.py"), recursive=True)
-    if os.sep + "common" + os.sep not in p and not p.endswith("models.py")
+    if os.sep + "common" + os.sep not in p
+    and not p.endswith("models.py")
+    and not os.path.basename(p).startswith("_")  # helper modules of a method's recipes
 )
 
 
@@ -36,9 +38,7 @@ def test_coco_distill_recipes_build(path):
 # Every synthetic-scale distillation recipe (configs/<method>/*synth*.py), found by name so each
 # method's recipes are trained here as soon as they exist.
 SYNTH_DISTILL = sorted(
-    p
-    for p in RECIPES
-    if "synth" in os.path.basename(p) or os.path.basename(p).startswith("mse_")
+    p for p in RECIPES if "synth" in os.path.basename(p) or os.path.basename(p).startswith("mse_")
 )
 
 # Smoke-scale overrides, each applied only where the recipe has the key (a data-free recipe has

@@ -6,54 +6,15 @@
 # mstrain-3x R50 at 40.3). Student init: ImageNet MobileNetV2, e.g. torchvision's weights through
 # d2kd.modeling.backbone.mobilenetv2.convert_torchvision_mobilenetv2, saved as {"model": ...} and
 # passed as train.init_checkpoint=/path/to/mbv2.pth.
-import detectron2.data.transforms as T
-from detectron2.config import LazyCall as L
-from detectron2.model_zoo import get_config
-
-from d2kd.distill import AKDTerm, CKDTerm, Distiller, HEADAssistTerm, LinearWarmup, Teacher
-from d2kd.engine.lr import warmup_multistep
-
-from ..common.coco_schedule import dataloader, optimizer, train
-from ..common.models.retinanet_mbv2 import model as student
-
-student.pixel_std = [57.375, 57.120, 58.395]  # ImageNet weights from torchvision (BGR order)
-teacher = get_config("common/models/mask_rcnn_fpn.py").model
-teacher.roi_heads.update(mask_in_features=None, mask_pooler=None, mask_head=None)
-# HEAD's mmdet MobileNetV2: LeakyReLU(0.1), BN in training mode (mmdet's norm_eval=False).
-student.backbone.bottom_up.activation = "leaky_relu"
-
-TEACHER_WEIGHTS = (
-    "detectron2://COCO-Detection/faster_rcnn_R_50_FPN_3x/137849458/model_final_280758.pkl"
+from ._variants import mobilenetv2_student
+from .retinanet_R18_from_R50_faster_coco_1x import (
+    dataloader,
+    lr_multiplier,
+    model,
+    optimizer,
+    train,
 )
-# KD weights rise linearly from 0 to 2.0 over the first 2000 iterations (todd's WarmupScheduler).
-KD_WEIGHT = L(LinearWarmup)(weight=2.0, warmup_iters=2000)
-model = L(Distiller)(
-    student=student,
-    teacher=L(Teacher)(
-        model=teacher,
-        weights=TEACHER_WEIGHTS,
-    ),
-    terms={
-        # Faster R-CNN sampling (512 RoIs, 25% positive, GT appended) on proposals made like
-        # mmdet's rpn_proposal (2000 per level, NMS 0.7 per level, 1000 per image); the
-        # assistant starts from the teacher's box head (the paper's weight transfer).
-        "assist": L(HEADAssistTerm)(init_from_teacher=True),
-        "akd": L(AKDTerm)(),
-        "ckd": L(CKDTerm)(),
-    },
-    weights={"assist": 1.0, "akd": KD_WEIGHT, "ckd": KD_WEIGHT},
-)
-# mmdet's multi-scale 1x: shorter side in [640, 800], max 1333; 12 epochs at 16 images per batch
-# (7330 iterations each), LR x0.1 at epochs 8 and 11, 500-iteration linear warm-up from 0.001.
-dataloader.train.mapper.augmentations = [
-    L(T.ResizeShortestEdge)(short_edge_length=(640, 800), max_size=1333, sample_style="range"),
-    L(T.RandomFlip)(horizontal=True),
-]
-train.max_iter = 87960
-lr_multiplier = L(warmup_multistep)(
-    max_iter="${train.max_iter}", steps=(8 / 12, 11 / 12), warmup_iters=500, warmup_factor=0.001
-)
-optimizer.lr = 0.01  # the official override at 16 images per batch
-train.clip_grad = dict(max_norm=20)  # HEAD's schedule_1x
+
+model.student = mobilenetv2_student()
 train.init_checkpoint = ""  # ImageNet MobileNetV2 (see above)
 train.output_dir = "./output/head/retinanet_MNv2_from_R50_faster_coco_1x"

@@ -1,6 +1,7 @@
 # HEAD ablation, synthetic: the assistant alone (the paper's "Assist" row). As the official assist
 # config, no teacher is used (no AKD, CKD or weight transfer), so this run needs no teacher file:
 #   python tools/train_net.py --config-file configs/head/retinanet_R18_from_R18w_synth_assist.py
+from ._variants import assistant_only
 from .retinanet_R18_from_R18w_synth_akd_ckd import (
     dataloader,
     lr_multiplier,
@@ -9,8 +10,5 @@ from .retinanet_R18_from_R18w_synth_akd_ckd import (
     train,
 )
 
-model.teacher = None
-model.terms = {"assist": model.terms["assist"]}
-model.terms["assist"].init_from_teacher = False
-model.weights = {"assist": 1.0}
+assistant_only(model)
 train.output_dir = "./output/head/retinanet_R18_from_R18w_synth_assist"

@@ -8,6 +8,7 @@ from detectron2.config import LazyCall as L
 
 from d2kd.distill import CKDTerm, LinearWarmup
 
+from ._variants import assistant_only
 from .retinanet_R18_from_R18w_synth_akd_ckd import (
     dataloader,
     lr_multiplier,
@@ -16,12 +17,8 @@ from .retinanet_R18_from_R18w_synth_akd_ckd import (
     train,
 )
 
-model.teacher = None
-model.terms = {
-    "assist": model.terms["assist"],
-    "ckd": L(CKDTerm)(target="assistant", target_dim=1024, per_anchor=True),
-}
-model.terms["assist"].init_from_teacher = False
+assistant_only(model)
+model.terms["ckd"] = L(CKDTerm)(target="assistant", target_dim=1024, per_anchor=True)
 model.weights = {
     "assist": L(LinearWarmup)(weight=1.0, warmup_iters=100),
     "ckd": L(LinearWarmup)(weight=1.3, warmup_iters=100),

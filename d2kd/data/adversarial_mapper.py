@@ -33,9 +33,8 @@ import numpy as np
 import torch
 from detectron2.data import detection_utils as utils
 from detectron2.structures import BoxMode
-from detectron2.utils import comm
 
-from .loader import ResumableBatchStream, ResumableTrainLoader, _identity_collate
+from .loader import ResumableBatchStream, ResumableTrainLoader, build_resumable_train_loader
 
 __all__ = [
     "AdaptiveRelativeCrop",
@@ -289,20 +288,12 @@ def build_adversarial_train_loader(
     shuffle: bool = True,
 ) -> ResumableTrainLoader:
     """``build_resumable_train_loader`` with an :class:`IterationAwareBatchStream`."""
-    world = comm.get_world_size()
-    if total_batch_size <= 0 or total_batch_size % world != 0:
-        raise ValueError(
-            f"[build_adversarial_train_loader] total_batch_size={total_batch_size} must be a "
-            f"positive multiple of the number of processes ({world})"
-        )
-    stream = IterationAwareBatchStream(
-        dataset, mapper, total_batch_size // world, seed, shuffle, comm.get_rank(), world
-    )
-    return ResumableTrainLoader(
-        stream,
-        batch_size=None,
+    return build_resumable_train_loader(
+        dataset,
+        mapper=mapper,
+        total_batch_size=total_batch_size,
         num_workers=num_workers,
-        collate_fn=_identity_collate,
-        persistent_workers=False,
-        generator=torch.Generator().manual_seed(seed),
+        seed=seed,
+        shuffle=shuffle,
+        stream_cls=IterationAwareBatchStream,
     )

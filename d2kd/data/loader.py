@@ -133,6 +133,7 @@ def build_resumable_train_loader(
     num_workers: int = 0,
     seed: int = 0,
     shuffle: bool = True,
+    stream_cls: type = None,
 ) -> ResumableTrainLoader:
     """Build the training loader, mirroring ``build_detection_train_loader``'s arguments.
 
@@ -143,6 +144,8 @@ def build_resumable_train_loader(
         num_workers: DataLoader worker processes.
         seed: shuffle and augmentation seed (same on all ranks).
         shuffle: shuffle each epoch.
+        stream_cls: the batch stream (default :class:`ResumableBatchStream`; a subclass may
+            tell the mapper more, e.g. IKD's iteration-aware stream).
     """
     world = comm.get_world_size()
     if total_batch_size <= 0 or total_batch_size % world != 0:
@@ -150,7 +153,7 @@ def build_resumable_train_loader(
             f"[ResumableTrainLoader] total_batch_size={total_batch_size} must be a positive "
             f"multiple of the number of processes ({world})"
         )
-    stream = ResumableBatchStream(
+    stream = (stream_cls or ResumableBatchStream)(
         dataset, mapper, total_batch_size // world, seed, shuffle, comm.get_rank(), world
     )
     return ResumableTrainLoader(
