@@ -53,7 +53,7 @@ SMOKE_OVERRIDES = {
 
 
 def random_teacher_weights(cfg, folder) -> str:
-    """The recipe's own teacher, randomly initialised: the recipes' mechanics need no trained one."""
+    """The recipe's own teacher, randomly initialised: recipes' mechanics need no trained one."""
     import torch
 
     path = os.path.join(str(folder), "teacher.pth")
