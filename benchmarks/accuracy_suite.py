@@ -313,6 +313,9 @@ def run_one(
     progress = read_json(progress_path) if progress_path.is_file() else {}
     # Done: evaluated after its last iteration, on this schedule (a longer one resumes from it).
     done = eval_result(run_dir) and progress.get("max_iter", info["max_iter"]) == info["max_iter"]
+    if args.collect and not done:
+        log(f"{name} seed {seed}: not run yet (--collect trains nothing)")
+        return None
     if args.dry_run:
         for c in ([prepare] if prepare else []) + [cmd]:
             print(("# (done) " if done else "") + " ".join(c))
@@ -351,6 +354,11 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     ap.add_argument("--smoke-iters", type=int, default=2, help="max_iter of --smoke runs")
     ap.add_argument("--teacher-dir", default=None, help="teacher folder (default: the cache)")
     ap.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
+    ap.add_argument(
+        "--collect",
+        action="store_true",
+        help="train nothing: tabulate (and publish) the runs that are complete",
+    )
     ap.add_argument("--no-publish", action="store_true", help="no benchmarks/results/ copy")
     args = ap.parse_args(argv)
     if args.schedule_scale <= 0:
@@ -405,10 +413,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         needed = key == TEACHER_RECIPE or any(
             infos[n]["distill"] and infos[n]["teacher"] == key for n in names
         )
-        if not needed and not (Path(t_dir) / "model_final.pth").is_file():
-            # Only teacher-free rows refer to it (HEAD's assist row, TF-HEAD): their runs need no
-            # weights, and their gap closed waits until the teacher exists.
-            log(f"{key}: not trained yet; only teacher-free methods name it, so it is not trained")
+        if (args.collect or not needed) and not (Path(t_dir) / "model_final.pth").is_file():
+            # --collect trains nothing; and when only teacher-free rows refer to it (HEAD's assist
+            # row, TF-HEAD), their runs need no weights: their gap closed waits for the teacher.
+            log(f"{key}: not trained yet ({'--collect' if args.collect else 'not needed'})")
             teachers[key] = dict(recipe=t_recipe, dir=t_dir, max_iter=t_iters, metrics=None)
             continue
         try:
@@ -446,7 +454,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         for seed in args.seeds:
             t_ckpt = teachers[infos[name]["teacher"]].get("checkpoint")
             record = run_one(args, name, seed, infos[name], t_ckpt, out)
-            if record is None:  # --dry-run
+            if record is None:  # --dry-run, or --collect and not run yet
                 continue
             runs.append(record)
             result = dict(

@@ -68,6 +68,13 @@ def test_accuracy_suite_smoke_runs_then_resumes(tmp_path, capsys, ghost_method):
     progress = json.loads((out / "mse" / "seed0" / accuracy_suite.PROGRESS).read_text())
     assert progress["invocations"] == 1
 
+    # --collect tabulates what is complete and trains nothing (seed 1 was never run).
+    assert accuracy_suite.main(argv[:2] + ["0", "1", *argv[3:], "--collect"]) == 0
+    assert capsys.readouterr().out.count("seed 1: not run yet (--collect trains nothing)") == 2
+    assert not (out / "mse" / "seed1").exists()
+    collected = json.loads((out / "accuracy.json").read_text())
+    assert [r["metrics"] for r in collected["runs"]] == [r["metrics"] for r in data["runs"]]
+
 
 def test_accuracy_suite_dry_run_prints_commands(tmp_path, capsys):
     argv = ["--smoke", "--dry-run", "--seeds", "3", "--methods", "fgd", "--out", str(tmp_path)]
