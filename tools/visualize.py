@@ -52,13 +52,19 @@ def load_example(cfg, dataset: str, index: int):
     return mapper(dicts[index])
 
 
-def fgd_figure(args) -> str:
+def load_recipe_and_teacher(args):
+    """The recipe (with overrides) and its Teacher, loaded from ``--weights`` when given."""
     cfg = apply_overrides(LazyConfig.load(args.config_file), args.opts)
     teacher = instantiate(cfg.model.teacher)
     if args.weights:
         teacher.load(args.weights)
     else:
         print("[visualize] no --weights: the teacher is randomly initialised")
+    return cfg, teacher
+
+
+def fgd_figure(args) -> str:
+    cfg, teacher = load_recipe_and_teacher(args)
     term = next(iter(cfg.model.terms.values()))
     levels = list(term.get("levels") or ["p3", "p4", "p5", "p6", "p7"])
     temp = float(term.get("temp", 0.5))
@@ -101,12 +107,7 @@ def adversarial_figure(args) -> str:
     """IKD: a clean image, its adversarial copy against the teacher, the amplified perturbation."""
     from d2kd.data.adversarial import Attack
 
-    cfg = apply_overrides(LazyConfig.load(args.config_file), args.opts)
-    teacher = instantiate(cfg.model.teacher)
-    if args.weights:
-        teacher.load(args.weights)
-    else:
-        print("[visualize] no --weights: the teacher is randomly initialised")
+    cfg, teacher = load_recipe_and_teacher(args)
     attack = instantiate(cfg.ikd.attack) if "ikd" in cfg else Attack()
     example = load_example(cfg, args.dataset, args.index)
     adv = attack(teacher.model, [example], torch.Generator().manual_seed(args.index))[0]
