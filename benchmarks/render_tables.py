@@ -114,7 +114,8 @@ def accuracy_table(data: Dict[str, Any], only: Optional[Sequence[str]] = None) -
     missing += [n for n in only or () if n not in methods and n not in missing]
     caption = (
         f"_Box AP on the synthetic val split ({'smoke run, ' if data.get('smoke') else ''}"
-        f"schedule x{sched.get('scale', 1):g}; iterations at batch 8 as listed; "
+        f"schedule x{sched.get('scale', 1):g}; iterations as listed, at batch 8 except DFAD's "
+        "(see its README); "
         f"seeds {seeds or '—'}; mean ± std over seeds; gap closed = "
         f"(AP − AP_baseline) / (AP_teacher − AP_baseline), against the teacher the method "
         f"distils from{' (the Faster R-CNN one for head rows)' if len(used) > 1 else ''}). "

@@ -239,3 +239,8 @@ def test_publish_merges_methods_and_measures_gaps_against_each_methods_teacher(t
     table = render_tables.accuracy_table(merged, ["head_assist"])
     assert "| teacher (faster_rcnn_R18w_teacher) | 1500 |" in table
     assert "retinanet_R18w_teacher" not in table
+
+
+def test_committed_readme_tables_match_their_json(capsys):
+    """The README and project tables in the repository are exactly what their JSON renders to."""
+    assert render_tables.main(["--check"]) == 0, capsys.readouterr()
