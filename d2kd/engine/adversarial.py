@@ -10,6 +10,7 @@ from typing import Any, Callable, Dict, Optional
 from detectron2.engine import HookBase
 
 from ..distill.adversarial_term import AdversarialFeatureTerm
+from .checkpoint import unwrap_ddp
 
 __all__ = ["AdversarialAugmentation"]
 
@@ -70,7 +71,7 @@ class AdversarialAugmentation(HookBase):
         return iteration >= self.start_iter and (self.end_iter is None or iteration < self.end_iter)
 
     def _find_term(self) -> AdversarialFeatureTerm:
-        model = getattr(self.trainer.model, "module", self.trainer.model)
+        model = unwrap_ddp(self.trainer.model)
         terms = getattr(model, "terms", None)
         if terms is None or self.term_name not in terms:
             raise KeyError(

@@ -23,15 +23,19 @@ from torch.nn.parallel import DistributedDataParallel
 
 from ..distill.distiller import Distiller
 
-__all__ = ["DistillCheckpointer", "split_student", "CHECKPOINT_FORMAT", "RNGState"]
+__all__ = ["DistillCheckpointer", "split_student", "unwrap_ddp", "CHECKPOINT_FORMAT", "RNGState"]
 
 CHECKPOINT_FORMAT = 1
 
 
+def unwrap_ddp(model: nn.Module) -> nn.Module:
+    """The module inside a DistributedDataParallel wrapper (the model itself otherwise)."""
+    return model.module if isinstance(model, DistributedDataParallel) else model
+
+
 def split_student(model: nn.Module) -> Tuple[nn.Module, Optional[nn.Module]]:
     """(student, KD parts or None) of a model, unwrapping DDP."""
-    if isinstance(model, DistributedDataParallel):
-        model = model.module
+    model = unwrap_ddp(model)
     if isinstance(model, Distiller):
         return model.student, model.terms
     return model, None

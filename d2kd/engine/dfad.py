@@ -32,6 +32,7 @@ from ..distill.dfad_term import DFADTerm
 from ..distill.distiller import Distiller
 from ..losses.discrepancy import generator_loss
 from ..modeling.generator import generated_inputs
+from .checkpoint import unwrap_ddp
 
 __all__ = ["GeneratorStep", "DFADTrainer", "preserved_buffers"]
 
@@ -54,10 +55,6 @@ def preserved_buffers(module: nn.Module) -> Iterator[None]:
         with torch.no_grad():
             for buf, value in saved:
                 buf.copy_(value)
-
-
-def _unwrap(model: nn.Module) -> nn.Module:
-    return getattr(model, "module", model)
 
 
 class GeneratorStep(HookBase):
@@ -110,7 +107,7 @@ class GeneratorStep(HookBase):
 
     # -- wiring -----------------------------------------------------------------------------
     def _parts(self) -> Tuple[nn.Module, nn.Module, DFADTerm]:
-        model = _unwrap(self.trainer.model)
+        model = unwrap_ddp(self.trainer.model)
         if not isinstance(model, Distiller) or model.teacher is None:
             raise TypeError(
                 "[GeneratorStep] the trained model must be a Distiller with a teacher, got "
@@ -125,7 +122,7 @@ class GeneratorStep(HookBase):
         return model.student, model.teacher_model, term
 
     def _to_device(self) -> None:
-        device = next(_unwrap(self.trainer.model).parameters()).device
+        device = next(unwrap_ddp(self.trainer.model).parameters()).device
         if self._device != device:
             self.generator.to(device)  # keeps Parameter identity: the optimizer stays valid
             self._device = device

@@ -23,7 +23,14 @@ from ..distill.teacher import inherit_from_teacher
 from .checkpoint import DistillCheckpointer, split_student
 from .hooks import GradientClipping
 
-__all__ = ["do_train", "do_test", "build_trainer", "check_teacher", "create_ddp_model", "TeacherCheckError"]
+__all__ = [
+    "do_train",
+    "do_test",
+    "build_trainer",
+    "check_teacher",
+    "create_ddp_model",
+    "TeacherCheckError",
+]
 
 logger = logging.getLogger("d2kd")
 
