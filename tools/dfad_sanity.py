@@ -20,7 +20,7 @@ import json
 import os
 import sys
 import time
-from typing import Dict, List
+from typing import Dict, List, Sequence
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -89,13 +89,20 @@ def dfad(
     seed: int = 0,
     eval_every: int = 0,
     evaluate=None,
+    milestones: Sequence[float] = (),
 ) -> List[Dict[str, float]]:
-    """DFAD's loop on classifiers; returns the evaluation history ``[{iter, acc}]``."""
+    """DFAD's loop on classifiers; returns the evaluation history ``[{iter, acc}]``.
+
+    ``milestones``: fractions of ``iters`` at which both learning rates drop x0.1 (the official
+    scripts' optional step decay, applied to the student and the generator alike).
+    """
     for p in teacher.parameters():
         p.requires_grad_(False)
     teacher.eval()
     opt_s = torch.optim.SGD(student.parameters(), lr=lr_s, momentum=0.9, weight_decay=1e-4)
     opt_g = torch.optim.Adam(generator.parameters(), lr=lr_g)
+    steps = sorted({int(round(f * iters)) for f in milestones})
+    decays = [torch.optim.lr_scheduler.MultiStepLR(o, steps, 0.1) for o in (opt_s, opt_g)]
     gen = torch.Generator().manual_seed(seed)
     history = []
     for it in range(iters):
@@ -118,6 +125,8 @@ def dfad(
             opt_g.zero_grad()
             loss_g.backward(inputs=params)
         opt_g.step()
+        for decay in decays:
+            decay.step()
         if evaluate is not None and eval_every and ((it + 1) % eval_every == 0 or it + 1 == iters):
             history.append(
                 {"iter": it + 1, "acc": evaluate(student), "loss_s": float(loss_s.detach())}
@@ -134,9 +143,12 @@ def run(
     teacher_epochs: int = 3,
     ngf: int = 64,
     lr_s: float = 0.01,
+    lr_g: float = 1e-3,
+    student_steps: int = 5,
     form: str = "neg",
     seed: int = 0,
     eval_every: int = 0,
+    milestones: Sequence[float] = (),
 ) -> Dict[str, float]:
     """The whole sanity case; returns accuracies (teacher, random student, DFAD student)."""
     start = time.perf_counter()
@@ -150,7 +162,8 @@ def run(
     result["acc_random_student"] = accuracy(student, x_test, y_test)
     t0 = time.perf_counter()
     history = dfad(
-        teacher, student, generator, iters, batch, lr_s=lr_s, form=form, seed=seed,
+        teacher, student, generator, iters, batch, student_steps=student_steps, lr_s=lr_s,
+        lr_g=lr_g, form=form, seed=seed, milestones=milestones,
         eval_every=eval_every,
         evaluate=lambda s: accuracy(s, x_test, y_test),
     )  # fmt: skip
@@ -172,6 +185,14 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--ngf", type=int, default=64, help="GeneratorA width (official 64)")
     parser.add_argument("--lr-s", type=float, default=0.01, help="student SGD lr (official 0.01)")
+    parser.add_argument(
+        "--lr-g", type=float, default=1e-3, help="generator Adam lr (official 1e-3)"
+    )
+    parser.add_argument("--student-steps", type=int, default=5, help="k (official 5)")
+    parser.add_argument(
+        "--milestones", type=float, nargs="*", default=[],
+        help="fractions of --iters where both lrs drop x0.1 (official: off for MNIST)",
+    )  # fmt: skip
     parser.add_argument("--form", default="neg", help="generator loss: neg (official) or log")
     parser.add_argument("--teacher-epochs", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
@@ -180,7 +201,8 @@ def main() -> None:
     args = parser.parse_args()
     result = run(
         iters=args.iters, batch=args.batch, teacher_epochs=args.teacher_epochs, ngf=args.ngf,
-        lr_s=args.lr_s, form=args.form, seed=args.seed, eval_every=args.eval_every,
+        lr_s=args.lr_s, lr_g=args.lr_g, student_steps=args.student_steps, form=args.form,
+        seed=args.seed, eval_every=args.eval_every, milestones=args.milestones,
     )  # fmt: skip
     result.update(vars(args), threads=torch.get_num_threads(), torch=torch.__version__)
     print(json.dumps({k: v for k, v in result.items() if k != "history"}, indent=2))
