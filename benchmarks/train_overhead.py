@@ -94,7 +94,6 @@ def build(spec: Dict[str, Any]):
     import d2kd.data  # noqa: F401  (registers the synthetic datasets)
     import d2kd.distill
     from d2kd.distill import Distiller
-
     cfg = LazyConfig.load(str(ROOT / spec["recipe"]))
     if spec.get("coco_terms"):
         term = getattr(d2kd.distill, spec["coco_terms"])

@@ -11,7 +11,8 @@
 from detectron2.config import LazyCall as L
 
 from d2kd.data import NoiseLoader
-from d2kd.distill import DFADTerm, Distiller, Teacher
+from d2kd.distill.terms.dfad import DFADTerm
+from d2kd.distill import Distiller, Teacher
 from d2kd.engine import DFADTrainer, GeneratorStep
 from d2kd.engine.lr import warmup_multistep
 from d2kd.modeling import GeneratorB

@@ -14,7 +14,8 @@ from detectron2.model_zoo import get_config
 from detectron2.modeling.backbone import ResNet
 
 from d2kd.data import NoiseLoader
-from d2kd.distill import DFADTerm, Distiller, Teacher
+from d2kd.distill.terms.dfad import DFADTerm
+from d2kd.distill import Distiller, Teacher
 from d2kd.engine import DFADTrainer, GeneratorStep
 from d2kd.engine.lr import warmup_multistep
 from d2kd.modeling import GeneratorB

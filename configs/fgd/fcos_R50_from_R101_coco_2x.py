@@ -7,7 +7,8 @@ import copy
 from detectron2.config import LazyCall as L
 from detectron2.model_zoo import get_config
 
-from d2kd.distill import Distiller, FGDTerm, Teacher
+from d2kd.distill import Distiller, Teacher
+from d2kd.distill.terms.fgd import FGDTerm
 
 from ..common.coco_schedule import dataloader, lr_multiplier, optimizer, train
 

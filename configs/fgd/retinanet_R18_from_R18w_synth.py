@@ -2,7 +2,8 @@
 # the quickstart RetinaNet teacher (R18, 256-ch FPN, 4 x 256 head), same data and schedule as the baseline student.
 #   python tools/train_net.py --config-file configs/fgd/retinanet_R18_from_R18w_synth.py \
 #       model.teacher.weights=$(python tools/quickstart.py --teacher-path)
-from d2kd.distill import Distiller, FGDTerm
+from d2kd.distill import Distiller
+from d2kd.distill.terms.fgd import FGDTerm
 from detectron2.config import LazyCall as L
 
 from ..quickstart.mse_R18_from_R18w import dataloader, lr_multiplier, model, optimizer, train

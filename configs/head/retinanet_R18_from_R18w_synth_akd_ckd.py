@@ -6,7 +6,8 @@
 #       configs/quickstart/faster_rcnn_R18w_teacher.py)
 from detectron2.config import LazyCall as L
 
-from d2kd.distill import AKDTerm, CKDTerm, Distiller, HEADAssistTerm, LinearWarmup, Teacher
+from d2kd.distill.terms.head import AKDTerm, CKDTerm, HEADAssistTerm
+from d2kd.distill import Distiller, LinearWarmup, Teacher
 
 from ..quickstart.models import faster_rcnn_teacher_model, student_model
 from ..quickstart.retinanet_R18_baseline import dataloader, lr_multiplier, optimizer, train

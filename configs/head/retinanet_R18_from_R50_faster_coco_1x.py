@@ -9,7 +9,8 @@ import detectron2.data.transforms as T
 from detectron2.config import LazyCall as L
 from detectron2.model_zoo import get_config
 
-from d2kd.distill import AKDTerm, CKDTerm, Distiller, HEADAssistTerm, LinearWarmup, Teacher
+from d2kd.distill.terms.head import AKDTerm, CKDTerm, HEADAssistTerm
+from d2kd.distill import Distiller, LinearWarmup, Teacher
 from d2kd.engine.lr import warmup_multistep
 
 from ..common.coco_schedule import dataloader, optimizer, train

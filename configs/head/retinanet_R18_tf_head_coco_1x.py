@@ -5,7 +5,8 @@
 # its early stop of CKD after 8 epochs. The paper's abstract reports 33.9 box AP (31.7 baseline).
 from detectron2.config import LazyCall as L
 
-from d2kd.distill import CKDTerm, HEADAssistTerm, LinearWarmup
+from d2kd.distill.terms.head import CKDTerm, HEADAssistTerm
+from d2kd.distill import LinearWarmup
 
 from .retinanet_R18_from_R50_faster_coco_1x import (
     dataloader,

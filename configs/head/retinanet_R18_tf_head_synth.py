@@ -6,7 +6,8 @@
 #   python tools/train_net.py --config-file configs/head/retinanet_R18_tf_head_synth.py
 from detectron2.config import LazyCall as L
 
-from d2kd.distill import CKDTerm, LinearWarmup
+from d2kd.distill.terms.head import CKDTerm
+from d2kd.distill import LinearWarmup
 
 from ._variants import assistant_only
 from .retinanet_R18_from_R18w_synth_akd_ckd import (

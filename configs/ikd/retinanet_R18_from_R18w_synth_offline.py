@@ -21,7 +21,7 @@ from d2kd.data.adversarial_mapper import (
     build_adversarial_train_loader,
 )
 from d2kd.data.synthetic import cache_root
-from d2kd.distill import AdversarialFeatureTerm
+from d2kd.distill.terms.adversarial import AdversarialFeatureTerm
 from d2kd.engine.adversarial import AdversarialAugmentation
 
 from ..fgd.retinanet_R18_from_R18w_synth import dataloader, lr_multiplier, model, optimizer, train

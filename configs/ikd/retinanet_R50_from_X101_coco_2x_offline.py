@@ -25,7 +25,7 @@ from d2kd.data.adversarial_mapper import (
     AdversarialPairMapper,
     build_adversarial_train_loader,
 )
-from d2kd.distill import AdversarialFeatureTerm
+from d2kd.distill.terms.adversarial import AdversarialFeatureTerm
 from d2kd.engine.adversarial import AdversarialAugmentation
 
 from ..fgd.retinanet_R50_from_X101_coco_2x import dataloader, lr_multiplier, model, optimizer, train

@@ -8,7 +8,8 @@
 #           --teacher-path configs/quickstart/faster_rcnn_R18w_teacher.py)
 from detectron2.config import LazyCall as L
 
-from d2kd.distill import Distiller, RCNNMimicTerm, Teacher
+from d2kd.distill import Distiller, Teacher
+from d2kd.distill.terms.mimic import RCNNMimicTerm
 
 from ..quickstart.models import faster_rcnn_synth, faster_rcnn_teacher_model
 from ..quickstart.retinanet_R18_baseline import dataloader, lr_multiplier, optimizer, train

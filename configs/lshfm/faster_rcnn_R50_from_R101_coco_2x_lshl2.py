@@ -5,7 +5,7 @@
 # two-stage COCO recipe's; only the KD term differs, and LSHFM starts from ImageNet weights alone.
 from detectron2.config import LazyCall as L
 
-from d2kd.distill import RCNNMimicTerm
+from d2kd.distill.terms.mimic import RCNNMimicTerm
 
 from ..fgd.faster_rcnn_R50_from_R101_coco_2x import (
     dataloader,

@@ -9,7 +9,8 @@ import copy
 
 from detectron2.config import LazyCall as L
 
-from d2kd.distill import Distiller, RCNNMimicTerm, Teacher
+from d2kd.distill import Distiller, Teacher
+from d2kd.distill.terms.mimic import RCNNMimicTerm
 
 from .faster_rcnn_R101_voc_24e_teacher import dataloader, lr_multiplier
 from .faster_rcnn_R101_voc_24e_teacher import model as teacher

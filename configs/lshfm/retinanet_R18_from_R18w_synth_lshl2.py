@@ -5,7 +5,7 @@
 #       model.teacher.weights=$(python tools/quickstart.py --teacher-path)
 from detectron2.config import LazyCall as L
 
-from d2kd.distill import RetinaNetMimicTerm
+from d2kd.distill.terms.mimic import RetinaNetMimicTerm
 
 from ..quickstart.mse_R18_from_R18w import dataloader, lr_multiplier, model, optimizer, train
 

@@ -11,7 +11,8 @@ import copy
 
 from detectron2.config import LazyCall as L
 
-from d2kd.distill import Distiller, RetinaNetMimicTerm, Teacher
+from d2kd.distill import Distiller, Teacher
+from d2kd.distill.terms.mimic import RetinaNetMimicTerm
 
 from .retinanet_R101_voc_24e_teacher import dataloader, lr_multiplier
 from .retinanet_R101_voc_24e_teacher import model as teacher

@@ -1,5 +1,6 @@
 # Plain FPN feature-MSE distillation: the R18 baseline student under the R18-wide teacher, same schedule.
-from d2kd.distill import Distiller, FeatureMSETerm, Teacher
+from d2kd.distill import Distiller, Teacher
+from d2kd.distill.terms.feature_mse import FeatureMSETerm
 from detectron2.config import LazyCall as L
 
 from .models import student_model, teacher_model

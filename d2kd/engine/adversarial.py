@@ -9,7 +9,7 @@ from typing import Any, Callable, Dict, Optional
 
 from detectron2.engine import HookBase
 
-from ..distill.adversarial_term import AdversarialFeatureTerm
+from ..distill.terms.adversarial import AdversarialFeatureTerm
 from .checkpoint import unwrap_ddp
 
 __all__ = ["AdversarialAugmentation"]

@@ -28,7 +28,7 @@ from detectron2.utils import comm
 from fvcore.common.param_scheduler import ParamScheduler
 from torch import Tensor, nn
 
-from ..distill.dfad_term import DFADTerm
+from ..distill.terms.dfad import DFADTerm
 from ..distill.distiller import Distiller
 from ..losses.discrepancy import generator_loss
 from ..modeling.generator import generated_inputs

@@ -1,7 +1,7 @@
 # tiny_dfad.py with tiny Faster R-CNNs (R18, 32-ch vs 64-ch FPN): DFAD's RPN + RoI-head parts.
 from detectron2.config import LazyCall as L
 
-from d2kd.distill import DFADTerm
+from d2kd.distill.terms.dfad import DFADTerm
 
 from ...configs.quickstart.models import faster_rcnn_synth
 from .tiny_dfad import dataloader, lr_multiplier, model, optimizer, train

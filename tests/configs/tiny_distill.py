@@ -4,7 +4,8 @@
 import detectron2.data.transforms as T
 from detectron2.config import LazyCall as L
 
-from d2kd.distill import Distiller, FeatureMSETerm, Teacher
+from d2kd.distill import Distiller, Teacher
+from d2kd.distill.terms.feature_mse import FeatureMSETerm
 
 from ...configs.common.data.synthetic import dataloader
 from ...configs.common.optim import SGD as optimizer

@@ -1,5 +1,5 @@
 # tiny_distill.py with the FGD term instead of feature MSE.
-from d2kd.distill import FGDTerm
+from d2kd.distill.terms.fgd import FGDTerm
 from detectron2.config import LazyCall as L
 
 from .tiny_distill import dataloader, lr_multiplier, model, optimizer, train

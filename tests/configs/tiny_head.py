@@ -2,7 +2,8 @@
 # crops, a 32-ch student FPN, a 32-ch teacher FPN with a 2 x 64 fc box head, 32 RoIs per image.
 from detectron2.config import LazyCall as L
 
-from d2kd.distill import AKDTerm, CKDTerm, HEADAssistTerm, LinearWarmup, Teacher
+from d2kd.distill.terms.head import AKDTerm, CKDTerm, HEADAssistTerm
+from d2kd.distill import LinearWarmup, Teacher
 
 from ...configs.quickstart.models import faster_rcnn_synth
 from .tiny_distill import dataloader, lr_multiplier, model, optimizer, train

@@ -1,7 +1,8 @@
 # TF-HEAD on tiny_head.py: no teacher; CKD regresses onto the student's own assistant fc7.
 from detectron2.config import LazyCall as L
 
-from d2kd.distill import CKDTerm, HEADAssistTerm, LinearWarmup
+from d2kd.distill.terms.head import CKDTerm, HEADAssistTerm
+from d2kd.distill import LinearWarmup
 
 from .tiny_head import dataloader, lr_multiplier, model, optimizer, train
 

@@ -11,7 +11,7 @@ from d2kd.data.adversarial_mapper import (
     AdversarialPairMapper,
     build_adversarial_train_loader,
 )
-from d2kd.distill import AdversarialFeatureTerm
+from d2kd.distill.terms.adversarial import AdversarialFeatureTerm
 from d2kd.engine.adversarial import AdversarialAugmentation
 
 from .tiny_fgd import dataloader, lr_multiplier, model, optimizer, train

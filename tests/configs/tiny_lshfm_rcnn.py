@@ -2,7 +2,8 @@
 # 64-d box heads on 64 px crops; LSHL2 on fc7 of the student's sampled RoIs.
 from detectron2.config import LazyCall as L
 
-from d2kd.distill import Distiller, RCNNMimicTerm, Teacher
+from d2kd.distill import Distiller, Teacher
+from d2kd.distill.terms.mimic import RCNNMimicTerm
 
 from ...configs.quickstart.models import faster_rcnn_synth
 from .tiny_distill import dataloader, lr_multiplier, optimizer, train

@@ -2,7 +2,7 @@
 # student tower is adapted to the 64-ch teacher's by a 1x1 conv, so D = 9 x 64 = 576.
 from detectron2.config import LazyCall as L
 
-from d2kd.distill import RetinaNetMimicTerm
+from d2kd.distill.terms.mimic import RetinaNetMimicTerm
 
 from .tiny_distill import dataloader, lr_multiplier, model, optimizer, train
 

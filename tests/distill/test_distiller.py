@@ -9,15 +9,8 @@ from detectron2.utils.events import EventStorage
 from helpers import load_cfg, tiny_batch
 from torch import nn
 
-from d2kd.distill import (
-    Distiller,
-    FeatureMSETerm,
-    LinearWarmup,
-    Taps,
-    Teacher,
-    Window,
-    check_finite,
-)
+from d2kd.distill import Distiller, LinearWarmup, Taps, Teacher, Window, check_finite
+from d2kd.distill.terms.feature_mse import FeatureMSETerm
 from d2kd.distill.term import KDTerm
 
 

@@ -8,7 +8,8 @@ from detectron2.config import instantiate
 from detectron2.utils.events import EventStorage
 from helpers import ROOT, load_cfg, tiny_batch
 
-from d2kd.distill import AKDTerm, Distiller
+from d2kd.distill.terms.head import AKDTerm
+from d2kd.distill import Distiller
 from d2kd.engine.checkpoint import DistillCheckpointer
 
 TINY_HEAD = os.path.join(ROOT, "tests", "configs", "tiny_head.py")

@@ -11,7 +11,7 @@ from detectron2.utils.events import EventStorage
 from helpers import ROOT, load_cfg, tiny_batch
 
 from d2kd.distill import KDContext, check_finite
-from d2kd.distill.mimic_term import patches_at
+from d2kd.distill.terms.mimic import patches_at
 
 TINY_RETINA = os.path.join(ROOT, "tests", "configs", "tiny_lshfm_retinanet.py")
 TINY_RCNN = os.path.join(ROOT, "tests", "configs", "tiny_lshfm_rcnn.py")

@@ -2,7 +2,8 @@
 # stock RetinaNet (R18) and whose `teacher` a bigger one (R50, never built by export).
 from detectron2.config import LazyCall as L
 
-from d2kd.distill import Distiller, FeatureMSETerm, Teacher
+from d2kd.distill import Distiller, Teacher
+from d2kd.distill.terms.feature_mse import FeatureMSETerm
 
 from .recipe_base import dataloader, tiny_retinanet, train  # noqa: F401
 

@@ -14,9 +14,9 @@ from detectron2.modeling.meta_arch.dense_detector import permute_to_N_HWA_K
 from detectron2.structures import ImageList
 from torch import Tensor, nn
 
-from ..losses.discrepancy import dfad_discrepancy
-from .adapters import conv_adapter
-from .term import KDContext, KDTerm
+from ...losses.discrepancy import dfad_discrepancy
+from ..adapters import conv_adapter
+from ..term import KDContext, KDTerm
 
 __all__ = ["DFADTerm", "detector_kind"]
 

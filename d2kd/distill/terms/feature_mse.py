@@ -4,9 +4,9 @@ from typing import Dict, Optional, Sequence
 
 from torch import Tensor, nn
 
-from ..losses.feature import feature_mse
-from .adapters import conv_adapter
-from .term import FeatureLevelTerm, KDContext
+from ...losses.feature import feature_mse
+from ..adapters import conv_adapter
+from ..term import FeatureLevelTerm, KDContext
 
 __all__ = ["FeatureMSETerm"]
 

@@ -20,16 +20,16 @@ from typing import Dict, List, Optional, Sequence
 import torch
 from torch import Tensor, nn
 
-from ..losses.head import roi_mse
-from ..modeling.assistant import (
+from ...losses.head import roi_mse
+from ...modeling.assistant import (
     AssistantHead,
     AssistantOutput,
     anchor_proposals,
     fc_features,
     gather_cells,
 )
-from .adapters import linear_adapter
-from .term import KDContext, KDTerm
+from ..adapters import linear_adapter
+from ..term import KDContext, KDTerm
 
 __all__ = ["HEADAssistTerm", "AKDTerm", "CKDTerm"]
 

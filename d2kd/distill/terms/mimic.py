@@ -9,9 +9,9 @@ from detectron2.structures import Boxes, pairwise_iou
 from detectron2.utils.events import get_event_storage
 from torch import Tensor, nn
 
-from ..losses.mimic import MimicLoss
-from .adapters import conv_adapter, linear_adapter
-from .term import KDContext, KDTerm
+from ...losses.mimic import MimicLoss
+from ..adapters import conv_adapter, linear_adapter
+from ..term import KDContext, KDTerm
 
 __all__ = ["MASK_RULES", "MimicTermBase", "RCNNMimicTerm", "RetinaNetMimicTerm", "patches_at"]
 

@@ -7,9 +7,9 @@ import torch
 from detectron2.utils.events import get_event_storage
 from torch import Tensor, nn
 
-from ..losses.adversarial import adversarial_feature_loss
-from .adapters import conv_adapter
-from .term import FeatureLevelTerm, KDContext
+from ...losses.adversarial import adversarial_feature_loss
+from ..adapters import conv_adapter
+from ..term import FeatureLevelTerm, KDContext
 
 __all__ = ["AdversarialFeatureTerm"]
 

@@ -6,8 +6,8 @@ import torch
 from detectron2.utils.events import get_event_storage
 from torch import Tensor
 
-from ..losses.fgd import RETINANET_HPARAMS, FGDLoss
-from .term import FeatureLevelTerm, KDContext
+from ...losses.fgd import RETINANET_HPARAMS, FGDLoss
+from ..term import FeatureLevelTerm, KDContext
 
 __all__ = ["FGDTerm"]
 
