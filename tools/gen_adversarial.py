@@ -40,7 +40,7 @@ import d2kd.data  # noqa: E402,F401  (registers the synthetic datasets)
 from d2kd.data.adversarial import Attack  # noqa: E402
 from d2kd.data.adversarial_mapper import MANIFEST_NAME, adversarial_path, sha256_file  # noqa: E402
 from d2kd.distill.teacher import Teacher  # noqa: E402
-from d2kd.engine.overrides import apply_overrides  # noqa: E402
+from d2kd.config import apply_overrides  # noqa: E402
 
 MANIFEST_VERSION = 1
 ATTACK_FLAGS = ("method", "eps", "step", "steps", "decay", "diversity_prob", "resize_rate")

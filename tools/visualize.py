@@ -34,7 +34,7 @@ from detectron2.config import LazyConfig, instantiate  # noqa: E402
 from detectron2.data import DatasetCatalog, DatasetMapper  # noqa: E402
 
 import d2kd.data  # noqa: E402,F401
-from d2kd.engine.overrides import apply_overrides  # noqa: E402
+from d2kd.config import apply_overrides  # noqa: E402
 from d2kd.losses.fgd import fgd_attention, fgd_masks  # noqa: E402
 
 

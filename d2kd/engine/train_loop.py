@@ -217,16 +217,7 @@ def do_eval_only(cfg) -> Optional[Dict[str, Any]]:
 
 
 def load_config(path: str, overrides) -> Any:
-    """Load a LazyConfig recipe and apply overrides, with errors that name the file or key."""
-    from detectron2.config import LazyConfig
+    """Load a training recipe with overrides (see :func:`d2kd.config.load_config`)."""
+    from ..config import load_config as _load
 
-    from .overrides import apply_overrides
-
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"[train_net] config file not found: {path}")
-    cfg = LazyConfig.load(path)
-    for key in ("model", "train", "dataloader"):
-        if key not in cfg:
-            raise KeyError(f"[train_net] {path} defines no '{key}' (a LazyConfig recipe needs it)")
-    cfg = apply_overrides(cfg, list(overrides or []))
-    return cfg
+    return _load(path, overrides, owner="train_net")
