@@ -2,6 +2,7 @@
 #   python tools/train_net.py --config-file configs/head/retinanet_R18_from_R18w_synth_akd.py \
 #       model.teacher.weights=$(python tools/quickstart.py --teacher-path \
 #       configs/quickstart/faster_rcnn_R18w_teacher.py)
+from ._variants import without_ckd
 from .retinanet_R18_from_R18w_synth_akd_ckd import (
     dataloader,
     lr_multiplier,
@@ -10,5 +11,5 @@ from .retinanet_R18_from_R18w_synth_akd_ckd import (
     train,
 )
 
-del model.terms["ckd"], model.weights["ckd"]
+without_ckd(model)
 train.output_dir = "./output/head/retinanet_R18_from_R18w_synth_akd"

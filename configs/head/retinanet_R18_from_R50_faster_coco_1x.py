@@ -9,8 +9,8 @@ import detectron2.data.transforms as T
 from detectron2.config import LazyCall as L
 from detectron2.model_zoo import get_config
 
-from d2kd.distill.terms.head import AKDTerm, CKDTerm, HEADAssistTerm
 from d2kd.distill import Distiller, LinearWarmup, Teacher
+from d2kd.distill.terms.head import HEADTerm
 from d2kd.engine.lr import warmup_multistep
 
 from ..common.coco_schedule import dataloader, optimizer, train
@@ -31,15 +31,11 @@ model = L(Distiller)(
         model=teacher,
         weights=TEACHER_WEIGHTS,
     ),
-    terms={
-        # Faster R-CNN sampling (512 RoIs, 25% positive, GT appended) on proposals made like
-        # mmdet's rpn_proposal (2000 per level, NMS 0.7 per level, 1000 per image); the
-        # assistant starts from the teacher's box head (the paper's weight transfer).
-        "assist": L(HEADAssistTerm)(init_from_teacher=True),
-        "akd": L(AKDTerm)(),
-        "ckd": L(CKDTerm)(),
-    },
-    weights={"assist": 1.0, "akd": KD_WEIGHT, "ckd": KD_WEIGHT},
+    # The assistant with AKD and CKD: Faster R-CNN sampling (512 RoIs, 25% positive, GT
+    # appended) on proposals made like mmdet's rpn_proposal (2000 per level, NMS 0.7 per level,
+    # 1000 per image); the assistant starts from the teacher's box head (weight transfer).
+    terms={"head": L(HEADTerm)(akd=True, ckd="teacher", init_from_teacher=True)},
+    weights={"loss_akd": KD_WEIGHT, "loss_ckd": KD_WEIGHT},  # the assistant's losses at 1
 )
 # mmdet's multi-scale 1x: shorter side in [640, 800], max 1333; 12 epochs at 16 images per batch
 # (7330 iterations each), LR x0.1 at epochs 8 and 11, 500-iteration linear warm-up from 0.001.

@@ -1,4 +1,5 @@
 # HEAD ablation, COCO: assistant + AKD, no CKD ("HEAD_dag"; official README: 35.7 box AP).
+from ._variants import without_ckd
 from .retinanet_R18_from_R50_faster_coco_1x import (
     dataloader,
     lr_multiplier,
@@ -7,5 +8,5 @@ from .retinanet_R18_from_R50_faster_coco_1x import (
     train,
 )
 
-del model.terms["ckd"], model.weights["ckd"]
+without_ckd(model)
 train.output_dir = "./output/head/retinanet_R18_from_R50_faster_coco_1x_akd"

@@ -3,11 +3,7 @@
 # code is unreleased (README: "Coming soon"); this follows the exploratory `dev` branch (per-anchor
 # adapter, weight 1.3 warmed up over 2000 iterations, assistant losses warmed up over 2000) without
 # its early stop of CKD after 8 epochs. The paper's abstract reports 33.9 box AP (31.7 baseline).
-from detectron2.config import LazyCall as L
-
-from d2kd.distill.terms.head import CKDTerm, HEADAssistTerm
-from d2kd.distill import LinearWarmup
-
+from ._variants import tf_head
 from .retinanet_R18_from_R50_faster_coco_1x import (
     dataloader,
     lr_multiplier,
@@ -16,13 +12,5 @@ from .retinanet_R18_from_R50_faster_coco_1x import (
     train,
 )
 
-model.teacher = None
-model.terms = {
-    "assist": L(HEADAssistTerm)(),
-    "ckd": L(CKDTerm)(target="assistant", target_dim=1024, per_anchor=True),
-}
-model.weights = {
-    "assist": L(LinearWarmup)(weight=1.0, warmup_iters=2000),
-    "ckd": L(LinearWarmup)(weight=1.3, warmup_iters=2000),
-}
+tf_head(model, warmup_iters=2000)
 train.output_dir = "./output/head/retinanet_R18_tf_head_coco_1x"

@@ -41,7 +41,11 @@ class Distiller(nn.Module):
         teacher: a :class:`Teacher` wrapping the teacher detector, or None for teacher-free
             terms (e.g. TF-HEAD); ``ctx.teacher`` is then None.
         terms: KD terms by name; each is set up against the built student and teacher here.
-        weights: term name -> number or schedule (a function of the iteration); default 1.0.
+        weights: number or schedule (a function of the iteration) per term name (every loss of
+            that term) or per loss key (``"loss_akd"`` weights ``loss_akd`` and every key that
+            starts with ``loss_akd_``; the longest match wins over the term's weight); default
+            1.0. A term whose own weight is 0 at an iteration is not run; a loss whose weight is
+            0 is left out of the step.
         check_finite: stop with a message naming the loss when any loss is NaN/Inf.
         init_student_from_teacher: once the teacher is loaded, copy its weights into the student
             wherever names and shapes match outside the bottom-up backbone (FGD's "inheriting"
@@ -75,14 +79,21 @@ class Distiller(nn.Module):
         # LazyConfig's instantiate does not descend into plain dicts: build their nodes here.
         self.terms = nn.ModuleDict({k: instantiate(v) for k, v in dict(terms).items()})
         weights = {k: instantiate(v) for k, v in dict(weights or {}).items()}
-        unknown = sorted(set(weights) - set(self.terms))
+        unknown = sorted(k for k in weights if k not in self.terms and not k.startswith("loss_"))
         if unknown:
             raise ValueError(
-                f"[Distiller] weights given for unknown terms {unknown}; terms: {list(self.terms)}"
+                f"[Distiller] weights given for unknown terms {unknown}; terms: "
+                f"{list(self.terms)} (weights of single losses are keyed 'loss_...')"
             )
         self.weights: Dict[str, Schedule] = {
             name: as_schedule(weights.get(name, 1.0), name) for name in self.terms
         }
+        # Longest prefix first, so "loss_akd_fc6" wins over "loss_akd".
+        self.loss_weights: Dict[str, Schedule] = {
+            k: as_schedule(weights[k], k)
+            for k in sorted((k for k in weights if k.startswith("loss_")), key=len, reverse=True)
+        }
+        self._loss_weights_checked = not self.loss_weights
         self.check_finite = check_finite
         self.init_student_from_teacher = init_student_from_teacher
         self.student_losses = student_losses
@@ -124,6 +135,24 @@ class Distiller(nn.Module):
             self.teacher.train(False)
         return self
 
+    def _loss_weight(self, key: str, iteration: int, term_weight: float) -> float:
+        for prefix, schedule in self.loss_weights.items():
+            if key == prefix or key.startswith(prefix + "_"):
+                return schedule(iteration)
+        return term_weight
+
+    def _check_loss_weights(self, losses: List[str]) -> None:
+        """Refuse, once every term has run, loss-key weights that match no loss (typos)."""
+        unmatched = [
+            p for p in self.loss_weights if not any(k == p or k.startswith(p + "_") for k in losses)
+        ]
+        if unmatched:
+            raise ValueError(
+                f"[Distiller] weights {unmatched} match no loss of this step; losses: "
+                f"{sorted(losses)}"
+            )
+        self._loss_weights_checked = True
+
     def forward(self, batched_inputs: List[Dict[str, Any]]):
         if not self.training:
             return self.student(batched_inputs)
@@ -141,14 +170,21 @@ class Distiller(nn.Module):
             iteration,
             student_all_outputs=taps.all_outputs,
         )
+        all_ran, produced = True, []
         for name, term in self.terms.items():
             weight = self.weights[name](iteration)
             if weight == 0:
+                all_ran = False
                 continue
             for key, value in term(ctx).items():
-                if key in losses:
+                if key in produced:
                     raise KeyError(f"[Distiller] term '{name}' returned '{key}', already a loss")
-                losses[key] = value * weight
+                produced.append(key)
+                w = self._loss_weight(key, iteration, weight)
+                if w != 0:
+                    losses[key] = value * w
+        if all_ran and not self._loss_weights_checked:
+            self._check_loss_weights(produced)
         if self.check_finite:
             check_finite(losses, iteration)
         return losses

@@ -7,7 +7,7 @@ read the student's classification tower at that cell. GT boxes appended as propo
 level -1.
 """
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
@@ -179,7 +179,6 @@ class AssistantOutput:
     anchor: Tensor
     fcs: List[Tensor]
     losses: Dict[str, Tensor]
-    cache: Dict[str, object] = field(default_factory=dict)
 
 
 class AssistantHead(nn.Module):

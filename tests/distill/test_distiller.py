@@ -59,6 +59,29 @@ def test_zero_weight_skips_the_term(cfg, batch):
         assert not any(k.startswith("loss_mse") for k in model(batch))
 
 
+def test_weights_per_loss_key_longest_prefix_wins(cfg, batch):
+    """``loss_mse`` weights every mse level, ``loss_mse_p4`` overrides it for p4, and a loss
+    weighted 0 is left out of the step (the term still runs for the others)."""
+    torch.manual_seed(0)
+    ref = build(cfg).train()
+    model = copy.deepcopy(ref)
+    model2 = build(cfg, weights={"loss_mse": 2.0, "loss_mse_p4": 0.0, "loss_mse_p5": 3.0})
+    model2.load_state_dict(model.state_dict())
+    model2.train()
+    with EventStorage(0):
+        a, b = model(batch), model2(batch)
+    # the tiny recipe's term weight is 0.5: loss-key weights replace it, they do not multiply
+    torch.testing.assert_close(b["loss_mse_p3"], a["loss_mse_p3"] / 0.5 * 2.0, rtol=1e-5, atol=0)
+    torch.testing.assert_close(b["loss_mse_p5"], a["loss_mse_p5"] / 0.5 * 3.0, rtol=1e-5, atol=0)
+    assert "loss_mse_p4" not in b
+
+
+def test_a_loss_key_weight_that_matches_nothing_is_refused(cfg, batch):
+    model = build(cfg, weights={"loss_msee": 1.0}).train()
+    with EventStorage(0), pytest.raises(ValueError, match="loss_msee.*match no loss"):
+        model(batch)
+
+
 def test_teacher_gets_no_gradient_student_and_adapters_do(cfg, batch):
     model = build(cfg).train()
     assert not model.teacher.training, "teacher must stay in eval mode"

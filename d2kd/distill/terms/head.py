@@ -1,17 +1,19 @@
-"""HEAD (Wang et al., ECCV'22) as three KD terms: the assistant, AKD and CKD (and TF-HEAD).
+"""HEAD (Wang et al., ECCV'22) as one KD term: the assistant, AKD and CKD (and TF-HEAD).
 
-Three terms, so each gets its own weight (and warm-up) from the Distiller's ``weights``:
+One term owns the whole method, so its parts share one step's assistant output through local
+variables rather than through attributes of the context, and a schedule on one part can never
+starve another. Which parts run is set by the arguments; the Distiller weights each part by its
+loss key (``weights={"loss_akd": ..., "loss_ckd": ...}``, see :class:`Distiller`):
 
-* ``HEADAssistTerm`` owns the assistant (a Faster R-CNN box head on the student's P3-P6, fed by
-  proposals from the student's RetinaNet outputs); returns its detection losses, whose gradients
-  reach the student's FPN and backbone, and leaves its output in the context for the others.
-* ``AKDTerm``: the assistant's pre-ReLU fc6/fc7, through linear adapters, vs the teacher's on the
-  same RoIs.
-* ``CKDTerm``: the student's classification-tower feature at each proposal's source anchor,
-  through a linear adapter, vs the teacher's pre-ReLU fc7 (GT-as-proposal RoIs excluded); with
-  ``target="assistant"`` the target is the student's own assistant fc7, detached (TF-HEAD).
-
-The assistant term must come before the others in ``terms`` and have a nonzero weight.
+* the assistant (always): a Faster R-CNN box head on the student's P3-P6, fed by proposals from
+  the student's RetinaNet outputs; its detection losses ``loss_assist_cls`` /
+  ``loss_assist_box_reg`` reach the student's FPN and backbone;
+* ``akd=True``: the assistant's pre-ReLU fc6/fc7 through linear adapters vs the teacher's on the
+  same RoIs (``loss_akd_fc6``, ``loss_akd_fc7``);
+* ``ckd="teacher"``: the student's classification-tower feature at each proposal's source anchor,
+  through a linear adapter, vs the teacher's pre-ReLU fc7 (GT-as-proposal RoIs excluded;
+  ``loss_ckd``); ``ckd="assistant"`` is TF-HEAD: the target is the student's own assistant fc7,
+  detached, and no teacher is needed.
 """
 
 import logging
@@ -31,69 +33,57 @@ from ...modeling.assistant import (
 from ..adapters import linear_adapter
 from ..term import KDContext, KDTerm
 
-__all__ = ["HEADAssistTerm", "AKDTerm", "CKDTerm"]
+__all__ = ["HEADTerm"]
 
 logger = logging.getLogger(__name__)
 
-_RECORD = "_d2kd_head_assistant"  # attribute of the step's KDContext holding AssistantOutput
+_CKD_TARGETS = (None, "teacher", "assistant")
 
 
 def _linears(module: nn.Module) -> List[nn.Linear]:
     return [m for m in module.modules() if isinstance(m, nn.Linear)]
 
 
-def _box_head_of(teacher: Optional[nn.Module], owner: str):
+def _box_head_of(teacher: Optional[nn.Module]):
     roi_heads = getattr(teacher, "roi_heads", None)
     box_head = getattr(roi_heads, "box_head", None)
     if box_head is None or not hasattr(roi_heads, "box_pooler") or not _linears(box_head):
         raise TypeError(
-            f"[{owner}] the teacher must be a two-stage detector with an fc box head "
-            f"(roi_heads.box_pooler / box_head), got {type(teacher).__name__}"
+            "[HEADTerm] AKD, CKD against the teacher and init_from_teacher need a two-stage "
+            "teacher with an fc box head (roi_heads.box_pooler / box_head), got "
+            f"{type(teacher).__name__}"
         )
     return roi_heads
 
 
-def _record(ctx: KDContext, owner: str) -> AssistantOutput:
-    out = getattr(ctx, _RECORD, None)
-    if out is None:
-        raise RuntimeError(
-            f"[{owner}] no assistant output in this step: list a HEADAssistTerm before this term "
-            "in the Distiller's terms, with a nonzero weight"
-        )
-    return out
+class HEADTerm(KDTerm):
+    """HEAD's assistant with AKD and CKD as switchable parts.
 
-
-def teacher_fcs(ctx: KDContext, out: AssistantOutput) -> List[Tensor]:
-    """The teacher's pre-ReLU fc outputs on the assistant's RoIs, once per step, no gradient."""
-    if "teacher_fcs" not in out.cache:
-        roi_heads = ctx.teacher.roi_heads
-        feats = ctx.teacher_features()
-        with torch.no_grad():
-            pooled = roi_heads.box_pooler([feats[f] for f in roi_heads.box_in_features], out.rois)
-            out.cache["teacher_fcs"] = fc_features(roi_heads.box_head, pooled)[0]
-    return out.cache["teacher_fcs"]
-
-
-class HEADAssistTerm(KDTerm):
-    """The assistant head: proposals from the student's RetinaNet, Faster R-CNN losses.
-
-    Loss keys ``loss_<name>_cls`` and ``loss_<name>_box_reg`` (weight 1 in the paper).
+    Loss keys: ``loss_assist_cls``, ``loss_assist_box_reg`` (weight 1 in the paper), with
+    ``akd``: ``loss_akd_fc6``, ``loss_akd_fc7``, with ``ckd``: ``loss_ckd``; element-mean
+    squared errors (:func:`d2kd.losses.head.roi_mse`).
 
     Args:
+        akd: distil the teacher's fc6/fc7 into the assistant (needs a two-stage teacher).
+        ckd: None (off), "teacher" (HEAD's CKD) or "assistant" (TF-HEAD's teacher-free CKD).
+        per_anchor: CKD's adapter has one slice per anchor (Linear C -> A*D, the slice of the
+            proposal's anchor, as the TF-HEAD dev code) instead of one Linear C -> D.
         in_features: student FPN levels the assistant pools from (P3-P6 as the paper).
-        fc_dim: width of its fc6/fc7 (1024; the teacher's, to initialise from it).
+        fc_dim: width of the assistant's fc6/fc7 (1024, the teacher's, to initialise from it).
         batch_size_per_image, positive_fraction: RoI sampling (Faster R-CNN: 512, 0.25).
         pre_nms_topk, post_nms_topk, nms_thresh: proposal generation per image (mmdet's
             ``rpn_proposal``: 2000 per level, 1000 per image, IoU 0.7 within each level).
-        init_from_teacher: copy the teacher's box head and predictor where shapes match, once
-            its weights are loaded (the paper's weight transfer).
-        name: loss-key prefix.
+        init_from_teacher: copy the teacher's box head and predictor into the assistant where
+            shapes match, once its weights are loaded (the paper's weight transfer).
     """
 
-    student_taps = ("backbone", "head")
+    student_taps = ("backbone", "head", "head.cls_subnet")
 
     def __init__(
         self,
+        akd: bool = True,
+        ckd: Optional[str] = "teacher",
+        per_anchor: bool = False,
         in_features: Sequence[str] = ("p3", "p4", "p5", "p6"),
         fc_dim: int = 1024,
         batch_size_per_image: int = 512,
@@ -102,9 +92,11 @@ class HEADAssistTerm(KDTerm):
         post_nms_topk: int = 1000,
         nms_thresh: float = 0.7,
         init_from_teacher: bool = False,
-        name: str = "assist",
     ):
         super().__init__()
+        if ckd not in _CKD_TARGETS:
+            raise ValueError(f"[HEADTerm] ckd must be one of {_CKD_TARGETS}, got {ckd!r}")
+        self.akd, self.ckd, self.per_anchor = bool(akd), ckd, bool(per_anchor)
         self.in_features = list(in_features)
         self.fc_dim = fc_dim
         self.sampling = dict(
@@ -114,27 +106,31 @@ class HEADAssistTerm(KDTerm):
             pre_nms_topk=pre_nms_topk, post_nms_topk=post_nms_topk, nms_thresh=nms_thresh
         )
         self.init_from_teacher = init_from_teacher
-        self.name = name
+
+    @property
+    def needs_teacher(self) -> bool:
+        return self.akd or self.ckd == "teacher" or self.init_from_teacher
 
     def setup(self, student: nn.Module, teacher: Optional[nn.Module]) -> None:
         for attr in ("head", "anchor_generator", "box2box_transform", "head_in_features"):
             if not hasattr(student, attr):
                 raise TypeError(
-                    f"[HEADAssistTerm] the student must be a RetinaNet-like dense detector "
+                    f"[HEADTerm] the student must be a RetinaNet-like dense detector "
                     f"(missing '{attr}'), got {type(student).__name__}"
                 )
         shapes = student.backbone.output_shape()
         missing = [f for f in self.in_features if f not in shapes]
         if missing:
             raise ValueError(
-                f"[HEADAssistTerm] in_features {missing} not in the student's backbone outputs; "
+                f"[HEADTerm] in_features {missing} not in the student's backbone outputs; "
                 f"available: {', '.join(shapes)}"
             )
         channels = {shapes[f].channels for f in self.in_features}
         if len(channels) != 1:
-            raise ValueError(f"[HEADAssistTerm] in_features differ in channels: {channels}")
-        if self.init_from_teacher:
-            _box_head_of(teacher, "HEADAssistTerm")
+            raise ValueError(f"[HEADTerm] in_features differ in channels: {channels}")
+        teacher_dims = [m.out_features for m in _linears(_box_head_of(teacher).box_head)] if (
+            self.needs_teacher
+        ) else []
         self.assistant = AssistantHead(
             in_channels=channels.pop(),
             num_classes=student.num_classes,
@@ -142,14 +138,27 @@ class HEADAssistTerm(KDTerm):
             fc_dim=self.fc_dim,
             **self.sampling,
         )
+        if self.akd:  # nn.Linear always: the official adapters exist even when sizes agree
+            self.akd_adapters = nn.ModuleList(
+                linear_adapter(self.fc_dim, d, force=True) for d in teacher_dims
+            )
+        if self.ckd is not None:
+            convs = [m for m in student.head.cls_subnet.modules() if isinstance(m, nn.Conv2d)]
+            if not convs:
+                raise TypeError("[HEADTerm] the student's head.cls_subnet has no convolution")
+            self.num_levels = len(student.head_in_features)
+            self.num_anchors = student.anchor_generator.num_cell_anchors[0]
+            self.ckd_dim = teacher_dims[-1] if self.ckd == "teacher" else self.fc_dim
+            out = self.ckd_dim * (self.num_anchors if self.per_anchor else 1)
+            self.ckd_adapter = linear_adapter(convs[-1].out_channels, out, force=True)
 
     def on_teacher_loaded(self, teacher: Optional[nn.Module]) -> None:
         if not self.init_from_teacher:
             return
-        roi_heads = _box_head_of(teacher, "HEADAssistTerm")
+        roi_heads = _box_head_of(teacher)
         skipped = self.assistant.load_from(roi_heads.box_head, roi_heads.box_predictor)
         logger.info(
-            "[HEADAssistTerm] assistant initialised from the teacher's box head"
+            "[HEADTerm] assistant initialised from the teacher's box head"
             + (f"; kept its own init for {skipped} (other shape)" if skipped else "")
         )
 
@@ -162,109 +171,48 @@ class HEADAssistTerm(KDTerm):
             logits, deltas, anchors, student.box2box_transform, ctx.image_sizes, **self.proposal_cfg
         )
         out = self.assistant([feats[f] for f in self.in_features], proposals, ctx.gt_instances)
-        setattr(ctx, _RECORD, out)
-        return {f"loss_{self.name}_{k[5:]}": v for k, v in out.losses.items()}
+        losses = {f"loss_assist_{k[5:]}": v for k, v in out.losses.items()}
+        t_fcs = self._teacher_fcs(ctx, out) if self.akd or self.ckd == "teacher" else None
+        if self.akd:
+            losses.update(self._akd(out, t_fcs))
+        if self.ckd is not None:
+            losses["loss_ckd"] = self._ckd(ctx, out, t_fcs)
+        return losses
 
+    @staticmethod
+    def _teacher_fcs(ctx: KDContext, out: AssistantOutput) -> List[Tensor]:
+        """The teacher's pre-ReLU fc outputs on the assistant's RoIs, without gradient."""
+        roi_heads = ctx.teacher.roi_heads
+        feats = ctx.teacher_features()
+        with torch.no_grad():
+            pooled = roi_heads.box_pooler([feats[f] for f in roi_heads.box_in_features], out.rois)
+            return fc_features(roi_heads.box_head, pooled)[0]
 
-class AKDTerm(KDTerm):
-    """Assistant KD: adapted assistant fc6/fc7 (pre-ReLU) vs the teacher's on the same RoIs.
-
-    Loss keys ``loss_<name>_fc6``, ``loss_<name>_fc7``; element-mean squared errors over every
-    sampled RoI, GT-as-proposal included (as the official code).
-
-    Args:
-        student_fc_dim: the assistant's fc width (HEADAssistTerm's ``fc_dim``).
-        name: loss-key prefix.
-    """
-
-    def __init__(self, student_fc_dim: int = 1024, name: str = "akd"):
-        super().__init__()
-        self.student_fc_dim = student_fc_dim
-        self.name = name
-
-    def setup(self, student: nn.Module, teacher: Optional[nn.Module]) -> None:
-        roi_heads = _box_head_of(teacher, "AKDTerm")
-        dims = [m.out_features for m in _linears(roi_heads.box_head)]
-        # nn.Linear always (the official adapters exist even when sizes agree).
-        self.adapters = nn.ModuleList(
-            linear_adapter(self.student_fc_dim, d, force=True) for d in dims
-        )
-
-    def forward(self, ctx: KDContext) -> Dict[str, Tensor]:
-        out = _record(ctx, "AKDTerm")
-        t_fcs = teacher_fcs(ctx, out)
+    def _akd(self, out: AssistantOutput, t_fcs: List[Tensor]) -> Dict[str, Tensor]:
+        """AKD over every sampled RoI, GT-as-proposal included (as the official code)."""
         if len(out.fcs) != len(t_fcs):
             raise ValueError(
-                f"[AKDTerm] the assistant has {len(out.fcs)} fc layers, the teacher {len(t_fcs)}"
+                f"[HEADTerm] AKD: the assistant has {len(out.fcs)} fc layers, the teacher "
+                f"{len(t_fcs)}"
             )
         return {
-            f"loss_{self.name}_fc{6 + i}": roi_mse(adapter(s), t)
-            for i, (adapter, s, t) in enumerate(zip(self.adapters, out.fcs, t_fcs))
+            f"loss_akd_fc{6 + i}": roi_mse(adapter(s), t)
+            for i, (adapter, s, t) in enumerate(zip(self.akd_adapters, out.fcs, t_fcs))
         }
 
-
-class CKDTerm(KDTerm):
-    """Cross-architecture KD: the student's cls-tower feature at each proposal's source anchor.
-
-    Loss key ``loss_<name>``: element-mean squared error over the sampled RoIs that came from an
-    anchor (positives and negatives; GT appended as proposals excluded).
-
-    Args:
-        target: "teacher" (HEAD: the teacher's pre-ReLU fc7 on the RoI) or "assistant"
-            (TF-HEAD: the student's own assistant fc7, detached).
-        target_dim: fc7 width when ``target="assistant"`` (HEADAssistTerm's ``fc_dim``).
-        per_anchor: one adapter slice per anchor (Linear C -> A*D, the slice of the proposal's
-            anchor, as the first commit and the TF-HEAD dev code) instead of one Linear C -> D.
-        name: loss-key prefix.
-    """
-
-    student_taps = ("head.cls_subnet",)
-
-    def __init__(
-        self,
-        target: str = "teacher",
-        target_dim: int = 1024,
-        per_anchor: bool = False,
-        name: str = "ckd",
-    ):
-        super().__init__()
-        if target not in ("teacher", "assistant"):
-            raise ValueError(f"[CKDTerm] target must be 'teacher' or 'assistant', got {target!r}")
-        self.target = target
-        self.target_dim = target_dim
-        self.per_anchor = per_anchor
-        self.name = name
-
-    def setup(self, student: nn.Module, teacher: Optional[nn.Module]) -> None:
-        convs = [m for m in student.head.cls_subnet.modules() if isinstance(m, nn.Conv2d)]
-        if not convs:
-            raise TypeError("[CKDTerm] the student's head.cls_subnet has no convolution")
-        self.num_levels = len(student.head_in_features)
-        self.num_anchors = student.anchor_generator.num_cell_anchors[0]
-        if self.target == "teacher":
-            dim = _linears(_box_head_of(teacher, "CKDTerm").box_head)[-1].out_features
-        else:
-            dim = self.target_dim
-        self.dim = dim
-        out = dim * self.num_anchors if self.per_anchor else dim
-        self.adapter = linear_adapter(convs[-1].out_channels, out, force=True)
-
-    def forward(self, ctx: KDContext) -> Dict[str, Tensor]:
-        out = _record(ctx, "CKDTerm")
+    def _ckd(self, ctx: KDContext, out: AssistantOutput, t_fcs: Optional[List[Tensor]]) -> Tensor:
+        """CKD over the sampled RoIs that came from an anchor (GT appended as proposals excluded)."""
         towers = ctx.student_all_outputs.get("head.cls_subnet", [])
         if len(towers) != self.num_levels:
             raise ValueError(
-                f"[CKDTerm] expected {self.num_levels} head.cls_subnet outputs (one per level), "
-                f"got {len(towers)}"
+                f"[HEADTerm] CKD expected {self.num_levels} head.cls_subnet outputs (one per "
+                f"level), got {len(towers)}"
             )
         keep = (out.level >= 0).nonzero().squeeze(1)
         cells = gather_cells(towers, out.level[keep], out.img[keep], out.y[keep], out.x[keep])
-        pred = self.adapter(cells)
+        pred = self.ckd_adapter(cells)
         if self.per_anchor:
-            pred = pred.view(-1, self.num_anchors, self.dim)
+            pred = pred.view(-1, self.num_anchors, self.ckd_dim)
             pred = pred[torch.arange(pred.shape[0], device=pred.device), out.anchor[keep]]
-        if self.target == "teacher":
-            target = teacher_fcs(ctx, out)[-1][keep]
-        else:
-            target = out.fcs[-1][keep].detach()
-        return {f"loss_{self.name}": roi_mse(pred, target)}
+        target = t_fcs[-1][keep] if self.ckd == "teacher" else out.fcs[-1][keep].detach()
+        return roi_mse(pred, target)
