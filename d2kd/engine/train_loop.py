@@ -202,7 +202,13 @@ def do_train(args, cfg) -> Optional[Dict[str, Any]]:
         train_loader.set_start_iter(start_iter)
     elif start_iter > 0:
         logger.warning("The training loader cannot skip ahead: data order restarts on resume.")
-    trainer.train(start_iter, cfg.train.max_iter)
+    # TorchScript's profiling executor (fvcore's scripted focal loss inside RetinaNet) switches to
+    # a specialised graph after a function's first calls, with other gradient rounding: a run
+    # resumed early would replay the first-call path where an uninterrupted run is already on
+    # the specialised one, and training from scratch amplifies that noise. Unspecialised
+    # execution makes a step's numerics independent of how many steps this process ran.
+    with torch.jit.optimized_execution(False):
+        trainer.train(start_iter, cfg.train.max_iter)
     return trainer.storage.latest() if comm.is_main_process() else None
 
 
