@@ -17,6 +17,7 @@ setup(
         "onnxscript>=0.1",  # torch.onnx's dynamo exporter (dense students)
         "onnxconverter-common>=1.14",  # fp16 ONNX variants
         "matplotlib>=3.7",
+        "opencv-python-headless>=4.5",  # Detectron2's Visualizer (tools/visualize.py)
         "tqdm>=4.60",
         "numpy>=1.24",
         "Pillow>=9.0",

@@ -17,18 +17,17 @@ images already written are skipped, files are renamed into place when complete. 
 ``manifest.json`` ties the folder to the teacher checkpoint's SHA-256, the dataset and the attack
 settings; a folder made with other settings is refused, naming the setting.
 """
+
 import argparse
-import json
 import os
 import sys
-import tempfile
 from typing import Any, Dict, List
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from detectron2.config import LazyConfig, instantiate  # noqa: E402
+from detectron2.config import instantiate  # noqa: E402
 from detectron2.data import detection_utils as utils  # noqa: E402
 from detectron2.data import get_detection_dataset_dicts  # noqa: E402
 from detectron2.data import transforms as T  # noqa: E402
@@ -37,10 +36,20 @@ from detectron2.utils import comm  # noqa: E402
 from PIL import Image  # noqa: E402
 
 import d2kd.data  # noqa: E402,F401  (registers the synthetic datasets)
+from d2kd.config import load_config  # noqa: E402
 from d2kd.data.adversarial import Attack  # noqa: E402
-from d2kd.data.adversarial_mapper import MANIFEST_NAME, adversarial_path, sha256_file  # noqa: E402
+from d2kd.data.adversarial_mapper import (  # noqa: E402
+    MANIFEST_NAME,
+    adversarial_path,
+    teacher_sha256,
+)
 from d2kd.distill.teacher import Teacher  # noqa: E402
-from d2kd.config import apply_overrides  # noqa: E402
+from d2kd.utils.files import (  # noqa: E402
+    atomic_write,
+    read_json,
+    remove_stale_temporaries,
+    write_json,
+)
 
 MANIFEST_VERSION = 1
 ATTACK_FLAGS = ("method", "eps", "step", "steps", "decay", "diversity_prob", "resize_rate")
@@ -48,7 +57,9 @@ ATTACK_FLAGS = ("method", "eps", "step", "steps", "decay", "diversity_prob", "re
 
 def resolve(args) -> Dict[str, Any]:
     """Teacher node, weights, dataset, folder, attack and test augmentations from recipe + flags."""
-    cfg = apply_overrides(LazyConfig.load(args.config_file), list(args.opts))
+    cfg = load_config(
+        args.config_file, list(args.opts), required=("model",), owner="gen_adversarial"
+    )
     node = cfg.model
     weights = args.weights
     if "teacher" in node and "student" in node:  # a Distiller recipe
@@ -78,7 +89,7 @@ def resolve(args) -> Dict[str, Any]:
 def manifest_for(job: Dict[str, Any], args) -> Dict[str, Any]:
     return {
         "version": MANIFEST_VERSION,
-        "teacher_sha256": sha256_file(job["weights"]),
+        "teacher_sha256": teacher_sha256(job["weights"]),
         "dataset": job["dataset"],
         "format": args.format,
         "seed": args.seed,
@@ -91,8 +102,7 @@ def check_or_write_manifest(folder: str, manifest: Dict[str, Any]) -> None:
     """Write a new (incomplete) manifest, or refuse when the folder's differs."""
     path = os.path.join(folder, MANIFEST_NAME)
     if os.path.isfile(path):
-        with open(path) as f:
-            old = json.load(f)
+        old = read_json(path)
         flat_old = {**{k: v for k, v in old.items() if k != "settings"}, **old.get("settings", {})}
         flat_new = {
             **{k: v for k, v in manifest.items() if k != "settings"},
@@ -108,26 +118,16 @@ def check_or_write_manifest(folder: str, manifest: Dict[str, Any]) -> None:
                     "the folder) rather than mixing images"
                 )
         return
-    os.makedirs(folder, exist_ok=True)
-    write_json(path, {**manifest, "complete": False})
-
-
-def write_json(path: str, data: Dict[str, Any]) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=os.path.dirname(path))
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=2)
-    os.replace(tmp, path)
+    write_json({**manifest, "complete": False}, path)
 
 
 def save_image(rgb: np.ndarray, path: str, fmt: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=f".{fmt}", dir=os.path.dirname(path))
-    os.close(fd)
+    """Write an image atomically: a killed run never leaves a truncated copy to be skipped."""
     img = Image.fromarray(rgb)
-    if fmt == "jpg":
-        img.save(tmp, format="JPEG", quality=95)  # mmcv.imwrite's default quality
+    if fmt == "jpg":  # mmcv.imwrite's default quality
+        atomic_write(path, lambda f: img.save(f, format="JPEG", quality=95))
     else:
-        img.save(tmp, format="PNG")
-    os.replace(tmp, path)
+        atomic_write(path, lambda f: img.save(f, format="PNG"))
 
 
 def load_item(d: Dict[str, Any], augs: List[T.Augmentation], image_format: str) -> Dict[str, Any]:
@@ -173,6 +173,7 @@ def work(args) -> None:
     manifest = manifest_for(job, args)
     if comm.is_main_process():
         check_or_write_manifest(folder, manifest)
+        remove_stale_temporaries(folder)  # left by a killed run; no writer is active yet
     comm.synchronize()
     rank, world = comm.get_rank(), comm.get_world_size()
     teacher = Teacher(model=instantiate(job["node"]), weights=job["weights"])
@@ -209,8 +210,8 @@ def work(args) -> None:
         )
         complete = done == len(dicts)
         write_json(
-            os.path.join(folder, MANIFEST_NAME),
             {**manifest, "teacher_weights": job["weights"], "images": done, "complete": complete},
+            os.path.join(folder, MANIFEST_NAME),
         )
         print(
             f"[gen_adversarial] {done}/{len(dicts)} images in {folder}"
@@ -228,7 +229,7 @@ def parser() -> argparse.ArgumentParser:
     for flag in ATTACK_FLAGS[1:]:
         p.add_argument(f"--{flag.replace('_', '-')}", type=float, default=None)
     p.add_argument("--official-diversity", action="store_true", help="do not move boxes under DI")
-    p.add_argument("--official-budget", action="store_true", help="rescale eps as the official")
+    p.add_argument("--official-budget", action="store_true", help="eps from each image's range")
     p.add_argument("--format", choices=("png", "jpg"), default="png")
     p.add_argument("--batch-size", type=int, default=1, help="images per attack (official: 1)")
     p.add_argument("--limit", type=int, default=None, help="at most this many images per process")

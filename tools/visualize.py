@@ -14,10 +14,21 @@ with its GT boxes.
 ``generator`` (DFAD): generated images of a fixed noise batch at intervals of training, from the
 ``GeneratorStep`` hook's dumps (``<output-dir>/generator/iter_*.pt``) or, with --config-file,
 from the generator state in the run's checkpoints.
+
+    python tools/visualize.py batches --config-file RECIPE [--num-batches 2] [--scale 3] \
+        --output batches.png
+
+``batches``: the first mapped training batches exactly as the recipe's train loader hands them to
+the model (after the mapper's augmentations), with their GT boxes and class names: to check that
+images and labels reach the model as intended (a flip that forgets the boxes shows here).
+
+GT boxes are drawn with Detectron2's ``Visualizer`` and the dataset's class names.
 """
+
 import argparse
 import os
 import sys
+from typing import Optional
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -29,13 +40,76 @@ import matplotlib  # noqa: E402
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from detectron2.config import LazyConfig, instantiate  # noqa: E402
-from detectron2.data import DatasetCatalog, DatasetMapper  # noqa: E402
+from detectron2.config import instantiate  # noqa: E402
+from detectron2.data import DatasetCatalog, DatasetMapper, MetadataCatalog  # noqa: E402
+from detectron2.data.catalog import Metadata  # noqa: E402
+from detectron2.data.detection_utils import convert_image_to_rgb  # noqa: E402
 
 import d2kd.data  # noqa: E402,F401
-from d2kd.config import apply_overrides  # noqa: E402
+from d2kd.config import load_config  # noqa: E402
 from d2kd.losses.fgd import fgd_attention, fgd_masks  # noqa: E402
+from d2kd.utils.checkpoint_io import read_checkpoint  # noqa: E402
+
+
+def dataset_metadata(names) -> Metadata:
+    """The metadata (class names, colours) of a recipe's dataset ``names`` (str or list)."""
+    if isinstance(names, str):
+        names = [names]
+    names = list(names or [])
+    return MetadataCatalog.get(names[0]) if names else Metadata()
+
+
+def auto_scale(height: int, width: int, short_side: int = 256) -> float:
+    """Upscaling that makes the short side ``short_side`` px, so Visualizer's labels (10 px at
+    least) do not cover a small image."""
+    return max(1.0, short_side / max(1, min(height, width)))
+
+
+def draw_gt(
+    image: torch.Tensor,
+    instances,
+    image_format: str,
+    metadata,
+    scale: Optional[float] = None,
+    labels: bool = True,
+) -> np.ndarray:
+    """An RGB uint8 (H*scale, W*scale, 3) picture of a mapped image with its GT boxes and names.
+
+    Args:
+        image: (C, H, W) uint8 tensor as a mapper produces it, in ``image_format``.
+        instances: Instances with ``gt_boxes`` and ``gt_classes`` (None: the image alone).
+        scale: upscaling (None: :func:`auto_scale`).
+        labels: write the class names (from ``metadata.thing_classes``) next to the boxes.
+    """
+    scale = auto_scale(*image.shape[-2:]) if scale is None else scale
+    try:
+        from detectron2.utils.visualizer import Visualizer
+    except ImportError as e:  # detectron2's Visualizer imports cv2 at module level
+        raise ImportError(
+            f"[visualize] Detectron2's Visualizer needs OpenCV ({e}): "
+            "pip install opencv-python-headless"
+        ) from e
+    rgb = convert_image_to_rgb(image.permute(1, 2, 0).numpy(), image_format)
+    vis = Visualizer(rgb, metadata=metadata, scale=scale)
+    if instances is not None and len(instances) > 0:
+        classes = instances.gt_classes.tolist()
+        names = metadata.get("thing_classes", None)
+        names_of = [names[c] if names and 0 <= c < len(names) else str(c) for c in classes]
+        colors = metadata.get("thing_colors", None)
+        if colors and max(classes) < len(colors):  # the dataset's class colours
+            colors = [np.array(colors[c]) / 255 for c in classes]
+        else:
+            colors = None
+        out = vis.overlay_instances(
+            boxes=instances.gt_boxes.tensor.numpy(),
+            labels=names_of if labels else None,
+            assigned_colors=colors,
+        )
+    else:
+        out = vis.output
+    return out.get_image()
 
 
 def load_example(cfg, dataset: str, index: int):
@@ -54,7 +128,7 @@ def load_example(cfg, dataset: str, index: int):
 
 def load_recipe_and_teacher(args):
     """The recipe (with overrides) and its Teacher, loaded from ``--weights`` when given."""
-    cfg = apply_overrides(LazyConfig.load(args.config_file), args.opts)
+    cfg = load_config(args.config_file, args.opts, owner="visualize")
     teacher = instantiate(cfg.model.teacher)
     if args.weights:
         teacher.load(args.weights)
@@ -76,14 +150,12 @@ def fgd_figure(args) -> str:
     boxes = example["instances"].gt_boxes.tensor
     padded = tuple(images.tensor.shape[-2:])
     fig, axes = plt.subplots(2, len(levels) + 1, figsize=(3 * (len(levels) + 1), 6))
-    rgb = example["image"].permute(1, 2, 0).numpy()
-    rgb = rgb[:, :, ::-1] if cfg.dataloader.test.mapper.get("image_format", "BGR") == "BGR" else rgb
-    for ax in axes[:, 0]:
-        ax.imshow(rgb)
-        for x0, y0, x1, y1 in boxes.tolist():
-            ax.add_patch(
-                plt.Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, color="yellow", lw=1)
-            )
+    image_format = cfg.dataloader.test.mapper.get("image_format", "BGR")
+    metadata = dataset_metadata(args.dataset or cfg.dataloader.test.dataset.names)
+    for ax, labels in zip(axes[:, 0], (True, False)):
+        ax.imshow(
+            draw_gt(example["image"], example["instances"], image_format, metadata, None, labels)
+        )
         ax.axis("off")
     axes[0, 0].set_title("image + GT")
     axes[1, 0].set_title(f"{len(boxes)} boxes")
@@ -153,7 +225,7 @@ def _generator_snapshots(args):
         )
     from d2kd.engine.dfad import GeneratorStep, preserved_buffers
 
-    cfg = apply_overrides(LazyConfig.load(args.config_file), args.opts)
+    cfg = load_config(args.config_file, args.opts, owner="visualize")
     nodes = [h for h in cfg.train.get("hooks", []) if h.get("_target_") is GeneratorStep]
     if not nodes:
         raise KeyError(f"[visualize] {args.config_file} has no GeneratorStep in train.hooks")
@@ -161,7 +233,7 @@ def _generator_snapshots(args):
     z = torch.randn(args.count, generator.nz, generator=torch.Generator().manual_seed(0))
     out = []
     for path in sorted(glob.glob(os.path.join(args.output_dir, "model_*.pth"))):
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        ckpt = read_checkpoint(path)
         state = ckpt.get("trainer", {}).get("hooks", {}).get("GeneratorStep")
         if state is None:
             continue
@@ -196,6 +268,55 @@ def generator_figure(args) -> str:
     return args.output
 
 
+def mapped_batches(cfg, num_batches: int) -> list:
+    """The first ``num_batches`` batches of the recipe's train loader, as the model gets them."""
+    loader = instantiate(cfg.dataloader.train)
+    if hasattr(loader, "set_start_iter"):
+        loader.set_start_iter(0)
+    batches, it = [], iter(loader)
+    for _ in range(num_batches):
+        batches.append(next(it))
+    return batches
+
+
+def batch_panels(cfg, num_batches: int, scale: Optional[float] = None):
+    """(title, RGB picture) per mapped training image, batch after batch."""
+    train = cfg.dataloader.train
+    image_format = train.get("mapper", {}).get("image_format", "BGR")
+    metadata = dataset_metadata(train.get("dataset", {}).get("names"))
+    panels = []
+    for b, batch in enumerate(mapped_batches(cfg, num_batches)):
+        for i, sample in enumerate(batch):
+            instances = sample.get("instances")
+            picture = draw_gt(sample["image"], instances, image_format, metadata, scale)
+            name = os.path.basename(str(sample.get("file_name", "(generated)")))
+            h, w = sample["image"].shape[-2:]
+            count = 0 if instances is None else len(instances)
+            panels.append((f"batch {b} #{i}: {name}\n{w}x{h}, {count} boxes", picture))
+    return panels
+
+
+def batches_figure(args) -> str:
+    """The recipe's first mapped training batches with GT boxes and class names, one PNG."""
+    cfg = load_config(args.config_file, args.opts, owner="visualize")
+    if args.num_batches < 1:
+        raise ValueError(f"[visualize] --num-batches must be >= 1, got {args.num_batches}")
+    panels = batch_panels(cfg, args.num_batches, args.scale)
+    cols = len(panels) // args.num_batches
+    fig, axes = plt.subplots(
+        args.num_batches, cols, figsize=(3.2 * cols, 3.4 * args.num_batches), squeeze=False
+    )
+    for ax, (title, picture) in zip(axes.ravel(), panels):
+        ax.imshow(picture)
+        ax.set_title(title, fontsize=8)
+        ax.axis("off")
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
+    fig.savefig(args.output, dpi=100)
+    plt.close(fig)
+    return args.output
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
@@ -208,6 +329,7 @@ def main() -> None:
     fgd.add_argument("--index", type=int, default=0)
     fgd.add_argument("--output", default="fgd.png")
     fgd.add_argument("opts", nargs="*", help="key=value config overrides")
+    fgd.set_defaults(func=fgd_figure)
     adv = sub.add_parser("adversarial", help="IKD: clean, adversarial and amplified perturbation")
     adv.add_argument("--config-file", required=True, help="an IKD recipe (its ikd.attack)")
     adv.add_argument("--weights", default="", help="teacher checkpoint (default: random teacher)")
@@ -224,8 +346,17 @@ def main() -> None:
     gen.add_argument("--output", default="generator.png")
     gen.add_argument("opts", nargs="*", help="key=value config overrides")
     gen.set_defaults(func=generator_figure)
+    bat = sub.add_parser("batches", help="mapped training batches with GT boxes and class names")
+    bat.add_argument("--config-file", required=True, help="any recipe with dataloader.train")
+    bat.add_argument("--num-batches", type=int, default=2, help="batches drawn (one row each)")
+    bat.add_argument(
+        "--scale", type=float, default=None, help="upscaling (default: short side 256 px)"
+    )
+    bat.add_argument("--output", default="batches.png")
+    bat.add_argument("opts", nargs="*", help="key=value config overrides")
+    bat.set_defaults(func=batches_figure)
     args = parser.parse_args()
-    print(getattr(args, "func", fgd_figure)(args))
+    print(args.func(args))
 
 
 if __name__ == "__main__":

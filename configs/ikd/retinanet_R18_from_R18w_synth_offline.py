@@ -21,6 +21,7 @@ from d2kd.data.adversarial_mapper import (
     build_adversarial_train_loader,
 )
 from d2kd.data.synthetic import cache_root
+from d2kd.distill.schedule import Window
 from d2kd.distill.terms.adversarial import AdversarialFeatureTerm
 from d2kd.engine.adversarial import AdversarialAugmentation
 
@@ -69,5 +70,22 @@ dataloader.train = L(build_adversarial_train_loader)(
 
 # The paper runs DFA for the first 16 of 24 epochs, i.e. until the first LR step (the high-LR
 # phase); this schedule's first LR step is at 0.75 x 1000 iterations.
-train.hooks = [L(AdversarialAugmentation)(start_iter=0, end_iter=750, term="ikd_adv")]
+# One Window for the whole switch: the hook hands this object to the term and to the mapper.
+train.hooks = [L(AdversarialAugmentation)(window=L(Window)(start=0, end=750), term="ikd_adv")]
 train.output_dir = "./output/ikd/retinanet_R18_from_R18w_synth_offline"
+
+# This recipe's row in the benchmarks (its order: benchmarks/README.md, "Methods"). The
+# adversarial copy of synth_train is made before the first seed's run (restartable, and the
+# seeds share it).
+__benchmark__ = dict(
+    name="ikd_offline",
+    order=50,
+    prepare=[
+        "tools/gen_adversarial.py",
+        "--config-file",
+        "{recipe}",
+        "--batch-size",
+        "8",
+        "model.teacher.weights={teacher}",
+    ],
+)

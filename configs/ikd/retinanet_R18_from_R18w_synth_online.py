@@ -17,3 +17,6 @@ train.hooks[0].attack = ikd.attack
 train.hooks[0].fraction = 1.0
 train.hooks[0].regenerate_every = 1
 train.output_dir = "./output/ikd/retinanet_R18_from_R18w_synth_online"
+
+# This recipe's row in the benchmarks (its order: benchmarks/README.md, "Methods").
+__benchmark__ = dict(name="ikd_online", order=51, smoke="tests/configs/tiny_ikd.py")

@@ -25,6 +25,7 @@ from d2kd.data.adversarial_mapper import (
     AdversarialPairMapper,
     build_adversarial_train_loader,
 )
+from d2kd.distill.schedule import Window
 from d2kd.distill.terms.adversarial import AdversarialFeatureTerm
 from d2kd.engine.adversarial import AdversarialAugmentation
 
@@ -71,5 +72,6 @@ dataloader.train = L(build_adversarial_train_loader)(
     seed="${train.seed}",
 )
 # 16 of 24 epochs = up to the first LR step of the 2x schedule (2/3 of 180k iterations).
-train.hooks = [L(AdversarialAugmentation)(start_iter=0, end_iter=120000, term="ikd_adv")]
+# One Window for the whole switch: the hook hands this object to the term and to the mapper.
+train.hooks = [L(AdversarialAugmentation)(window=L(Window)(start=0, end=120000), term="ikd_adv")]
 train.output_dir = "./output/ikd/retinanet_R50_from_X101_coco_2x_offline"

@@ -15,16 +15,22 @@ Methods (``Attack(method=...)``):
 * ``difgsm`` (the paper's default): MI-FGSM on randomly resized-and-padded inputs (input
   diversity, probability ``diversity_prob``, size in ``[resize_rate * W, W)``).
 
-Departures from the official ``tools/adversarial/difgsm.py`` (flags reproduce them):
+Departures from the official ``tools/adversarial/difgsm.py`` (flags reproduce them; the full
+table is in projects/IKD/README.md):
 
 * the budget is exact in pixels per channel and the image is kept inside the valid pixel range
-  ``[0, 255]``; the official rescales ``eps`` by the largest per-channel range of the normalised
-  image, padding included (``official_budget=True``);
+  ``[0, 255]``; the official rescales ``eps`` by the largest per-channel range of each
+  normalised image, its padding included, and clamps each image to its own per-channel range
+  (``official_budget=True``: per image, whatever the batch);
 * input diversity moves the GT boxes with the resized image; the official scores the diverse
   image against the unmoved boxes (``diversity_boxes=False``);
 * the padding of a batch is never perturbed (it is cropped away when images are stored);
 * one diversity draw (coin, size, offset) per step is shared by the batch, so the batch stays one
-  tensor (the official runs one image at a time).
+  tensor (the official runs one image at a time), and the offset may reach the far edge.
+
+Per-image quantities (the official budget's range, MI-FGSM's L1 gradient norm) are taken over
+the image's *own* padded extent, i.e. what the model's padding gives the image alone, so an
+image is attacked the same in a batch as at batch 1 (up to the model's cross-image coupling).
 
 This module knows models only through the arguments it is given: no Distiller, no trainer.
 """
@@ -39,7 +45,9 @@ from detectron2.structures import Boxes, ImageList, Instances
 from detectron2.utils.events import EventStorage
 from torch import Tensor, nn
 
-__all__ = ["Attack", "ATTACK_METHODS", "teacher_cls_loss", "input_diversity"]
+from ..modeling.family import detector_family
+
+__all__ = ["Attack", "ATTACK_METHODS", "teacher_cls_loss", "input_diversity", "own_padded_sizes"]
 
 ATTACK_METHODS = ("fgsm", "pgd", "mifgsm", "difgsm")
 
@@ -76,7 +84,8 @@ def teacher_cls_loss(
 
     Supports Detectron2 dense detectors (RetinaNet, FCOS: ``forward_training``) and
     GeneralizedRCNN (RPN + RoI heads). Side effects are contained: the losses' event-storage
-    scalars go to a private storage, RetinaNet's running ``loss_normalizer`` is restored.
+    scalars go to a private storage, and the dense detectors' running ``loss_normalizer`` is
+    left exactly as it was (removed again if the model had none, as before its first step).
 
     Args:
         model: the detector, eval mode, parameters frozen.
@@ -89,31 +98,64 @@ def teacher_cls_loss(
     Returns:
         A scalar tensor.
     """
+    family = detector_family(model, owner="Attack")
     image_list = ImageList(images, [tuple(s) for s in image_sizes])
-    normalizer = getattr(model, "loss_normalizer", None)
-    with EventStorage():
-        features = model.backbone(images)
-        if hasattr(model, "forward_training") and hasattr(model, "head_in_features"):
-            feats = [features[f] for f in model.head_in_features]
-            losses = model.forward_training(image_list, feats, model.head(feats), gt_instances)
-        elif hasattr(model, "proposal_generator") and hasattr(model, "roi_heads"):
-            with _heads_in_training_mode([model.proposal_generator, model.roi_heads]):
-                proposals, losses = model.proposal_generator(image_list, features, gt_instances)
-                _, det_losses = model.roi_heads(image_list, features, proposals, gt_instances)
-            losses = {**losses, **det_losses}
-        else:
-            raise TypeError(
-                f"[Attack] cannot compute training losses of a {type(model).__name__}: expected a "
-                "Detectron2 dense detector (forward_training) or a GeneralizedRCNN"
-            )
-    if normalizer is not None:
-        model.loss_normalizer = normalizer
+    had_normalizer = "loss_normalizer" in vars(model)
+    normalizer = vars(model).get("loss_normalizer")
+    try:
+        with EventStorage():
+            features = model.backbone(images)
+            if family == "dense":
+                feats = [features[f] for f in model.head_in_features]
+                losses = model.forward_training(image_list, feats, model.head(feats), gt_instances)
+            else:
+                with _heads_in_training_mode([model.proposal_generator, model.roi_heads]):
+                    proposals, losses = model.proposal_generator(image_list, features, gt_instances)
+                    _, det_losses = model.roi_heads(image_list, features, proposals, gt_instances)
+                losses = {**losses, **det_losses}
+    finally:
+        if had_normalizer:
+            model.loss_normalizer = normalizer
+        elif "loss_normalizer" in vars(model):
+            del model.loss_normalizer
     missing = [k for k in loss_keys if k not in losses]
     if missing:
         raise KeyError(
             f"[Attack] loss keys {missing} not produced by the model; got {list(losses)}"
         )
     return sum(losses[k] for k in loss_keys)
+
+
+def own_padded_sizes(
+    model: nn.Module, image_sizes: Sequence[Tuple[int, int]]
+) -> List[Tuple[int, int]]:
+    """Each image's padded (h, w) as the model's ``preprocess_image`` would pad it alone.
+
+    Detectron2 pads a batch to its largest image rounded up to ``backbone.size_divisibility``
+    (or to ``padding_constraints``); alone, an image gets only its own rounding.
+    """
+    backbone = getattr(model, "backbone", None)
+    divisor = int(getattr(backbone, "size_divisibility", 0) or 0)
+    constraints = getattr(backbone, "padding_constraints", None) or {}
+    square = int(constraints.get("square_size", 0) or 0)
+    divisor = int(constraints.get("size_divisibility", divisor) or 0)
+    out = []
+    for h, w in image_sizes:
+        h, w = (square, square) if square > 0 else (int(h), int(w))
+        if divisor > 1:
+            h, w = -(-h // divisor) * divisor, -(-w // divisor) * divisor
+        out.append((h, w))
+    return out
+
+
+def _extent_mask(x: Tensor, sizes: Sequence[Tuple[int, int]]) -> Tensor:
+    """(N, 1, H, W) bool: True inside each image's top-left ``sizes[i]`` region of ``x``."""
+    n, _, h, w = x.shape
+    rows = torch.arange(h, device=x.device).view(1, h, 1)
+    cols = torch.arange(w, device=x.device).view(1, 1, w)
+    hs = torch.tensor([int(s[0]) for s in sizes], device=x.device).view(n, 1, 1)
+    ws = torch.tensor([int(s[1]) for s in sizes], device=x.device).view(n, 1, 1)
+    return ((rows < hs) & (cols < ws)).unsqueeze(1)
 
 
 def input_diversity(
@@ -126,7 +168,8 @@ def input_diversity(
     """DI-FGSM's transform: resize to a random square ``r x r``, zero-pad to ``W x W``.
 
     ``r`` is uniform in ``[resize_rate * W, W)`` with ``W`` the padded width (as the official
-    code, which squashes non-square inputs); the offset of the resized image is uniform.
+    code, which squashes non-square inputs); the top and left offsets are uniform in
+    ``[0, W - r]`` (the official draws them in ``[0, W - r - 1]``, never touching the far edge).
 
     Args:
         x: (N, C, H, W) normalised batch.
@@ -166,8 +209,9 @@ class Attack:
         diversity_prob: probability of input diversity at each DI-FGSM step (0.5).
         resize_rate: DI's smallest resize ratio (0.9).
         diversity_boxes: move GT boxes with the diverse image (False reproduces the official).
-        official_budget: rescale eps/step by the largest per-channel range of the normalised
-            batch and clip to the batch's per-channel min/max, as the official code does.
+        official_budget: as the official code, per image: rescale eps/step by the largest
+            per-channel range of the normalised image (its own padding included) and clip the
+            image to its own per-channel min/max.
         loss_keys: the model's loss keys the attack ascends.
     """
 
@@ -210,14 +254,18 @@ class Attack:
                     "(requires_grad_(False)): the attack differentiates w.r.t. the input only"
                 )
 
-    def _budget(self, model: nn.Module, x: Tensor):
-        """Per-channel (eps, step, lower, upper) in normalised units, each (1, C, 1, 1)."""
+    def _budget(self, model: nn.Module, x: Tensor, own: Tensor):
+        """(eps, step, lower, upper) in normalised units.
+
+        Default: per channel, each (1, C, 1, 1). Official: per image, eps and step (N, 1, 1, 1)
+        and bounds (N, C, 1, 1) from each image's own padded extent ``own`` (N, 1, H, W).
+        """
         mean = model.pixel_mean.view(1, -1, 1, 1).to(x)
         std = model.pixel_std.view(1, -1, 1, 1).to(x)
         if self.official_budget:
-            lo = x.amin(dim=(0, 2, 3), keepdim=True)
-            hi = x.amax(dim=(0, 2, 3), keepdim=True)
-            span = (hi - lo).max()
+            lo = x.masked_fill(~own, float("inf")).amin(dim=(2, 3), keepdim=True)
+            hi = x.masked_fill(~own, float("-inf")).amax(dim=(2, 3), keepdim=True)
+            span = (hi - lo).amax(dim=1, keepdim=True)
             return self.eps / 255 * span, self.step / 255 * span, lo, hi
         return self.eps / std, self.step / std, (0 - mean) / std, (255 - mean) / std
 
@@ -243,13 +291,9 @@ class Attack:
         """
         self.check_model(model)
         x = images.detach()
-        n, _, h, w = x.shape
-        rows = torch.arange(h, device=x.device).view(1, h, 1)
-        cols = torch.arange(w, device=x.device).view(1, 1, w)
-        hs = torch.tensor([s[0] for s in image_sizes], device=x.device).view(n, 1, 1)
-        ws = torch.tensor([s[1] for s in image_sizes], device=x.device).view(n, 1, 1)
-        valid = ((rows < hs) & (cols < ws)).unsqueeze(1).to(x.dtype)  # (N, 1, H, W)
-        eps, step, lo, hi = self._budget(model, x)
+        valid = _extent_mask(x, image_sizes).to(x.dtype)  # (N, 1, H, W)
+        own = _extent_mask(x, own_padded_sizes(model, image_sizes))
+        eps, step, lo, hi = self._budget(model, x, own)
         steps, step = (1, eps) if self.method == "fgsm" else (self.steps, step)
         boxes = [inst.gt_boxes.tensor for inst in gt_instances]
         delta = torch.zeros_like(x)
@@ -261,7 +305,8 @@ class Attack:
         for _ in range(steps):
             grad = self._gradient(model, x + delta, image_sizes, gt_instances, boxes, generator)
             if self.method in ("mifgsm", "difgsm"):
-                l1 = grad.abs().sum(dim=(1, 2, 3), keepdim=True).clamp_min(1e-12)
+                # Each image's L1 norm over its own padded extent, as it would be alone.
+                l1 = (grad * own).abs().sum(dim=(1, 2, 3), keepdim=True).clamp_min(1e-12)
                 grad = grad / l1 + self.decay * momentum
                 momentum = grad
             delta = delta + step * grad.sign() * valid

@@ -19,14 +19,13 @@ Outside the window it is a plain mapper (no pair, no sample-specific augmentatio
 The switch is a function of the iteration, not of the training process's state: DataLoader
 workers hold copies of the mapper that no hook can reach. :func:`build_adversarial_train_loader`
 (the resumable loader, d2kd/data/loader.py) tells the mapper the batch index (= the iteration)
-of every sample it maps, in whichever worker; the window itself is set by the
-``AdversarialAugmentation`` hook before the workers start (or given here).
+of every sample it maps, in whichever worker; the window itself (the ``AdversarialAugmentation``
+hook's ``Window``, the same object the KD term holds) is handed over by the hook before the
+workers start, or given here.
 """
 
-import hashlib
-import json
 import os
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import detectron2.data.transforms as T
 import numpy as np
@@ -34,6 +33,7 @@ import torch
 from detectron2.data import detection_utils as utils
 from detectron2.structures import BoxMode
 
+from ..utils.files import read_json, sha256_file
 from .loader import ResumableBatchStream, ResumableTrainLoader, build_resumable_train_loader
 
 __all__ = [
@@ -44,7 +44,7 @@ __all__ = [
     "adversarial_path",
     "build_adversarial_train_loader",
     "gaussian_noise",
-    "sha256_file",
+    "teacher_sha256",
 ]
 
 MANIFEST_NAME = "manifest.json"
@@ -56,17 +56,13 @@ def adversarial_path(adv_dir: str, file_name: str, fmt: str) -> str:
     return os.path.join(adv_dir, f"{stem}.{fmt}")
 
 
-def sha256_file(path: str) -> str:
-    """SHA-256 of a file (a checkpoint), for manifests."""
+def teacher_sha256(path: str) -> str:
+    """SHA-256 of a teacher checkpoint (local path or Detectron2 URL), for manifests."""
     if "://" in path:
         from detectron2.utils.file_io import PathManager
 
         path = PathManager.get_local_path(path)
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    return sha256_file(path)
 
 
 def gaussian_noise(image: np.ndarray, sigma: float = 0.08) -> np.ndarray:
@@ -137,8 +133,9 @@ class AdversarialPairMapper:
         expected_settings: manifest entries that must match (e.g. the attack's settings).
         teacher_weights: the recipe's teacher checkpoint; its SHA-256 must be the manifest's
             (the copies are adversarial for one teacher only). Empty: not checked.
-        start_iter, end_iter: the window ``[start, end)`` (``end=None``: open); normally set by
-            the ``AdversarialAugmentation`` hook through :meth:`set_window`.
+        window: a function of the iteration, on where non-zero (a ``d2kd.distill.schedule.
+            Window``); None: always on. Normally the ``AdversarialAugmentation`` hook hands its
+            own through :meth:`set_window`.
         noise_prob: probability of the Gaussian-noise substitution for all-small images (0.3).
         small_size: a box is small when its area is below ``small_size ** 2`` (32).
     """
@@ -151,8 +148,7 @@ class AdversarialPairMapper:
         adv_command: str = "python tools/gen_adversarial.py ...",
         expected_settings: Optional[Dict[str, Any]] = None,
         teacher_weights: str = "",
-        start_iter: int = 0,
-        end_iter: Optional[int] = None,
+        window: Optional[Callable[[int], float]] = None,
         noise_prob: float = 0.3,
         small_size: float = 32.0,
     ):
@@ -164,13 +160,13 @@ class AdversarialPairMapper:
         self.adv_dir = adv_dir
         self.noise_prob = noise_prob
         self.small_area = small_size**2
-        self.start_iter, self.end_iter = start_iter, end_iter
+        self.window = window
         self.iteration: Optional[int] = None
         self.adv_format = None
         if adv_dir is not None:
             expected = dict(expected_settings or {})
             if teacher_weights:
-                expected["teacher_sha256"] = sha256_file(teacher_weights)
+                expected["teacher_sha256"] = teacher_sha256(teacher_weights)
             self.adv_format = self._check_manifest(adv_dir, adv_command, expected)
 
     @staticmethod
@@ -181,8 +177,7 @@ class AdversarialPairMapper:
                 f"[AdversarialPairMapper] no adversarial images in {adv_dir} ({MANIFEST_NAME} "
                 f"missing). Make them first with:\n  {command}"
             )
-        with open(path) as f:
-            manifest = json.load(f)
+        manifest = read_json(path)
         if not manifest.get("complete", False):
             raise RuntimeError(
                 f"[AdversarialPairMapper] {path} is incomplete (generation interrupted?): rerun "
@@ -197,15 +192,15 @@ class AdversarialPairMapper:
                 )
         return manifest["format"]
 
-    def set_window(self, start_iter: int, end_iter: Optional[int]) -> None:
-        self.start_iter, self.end_iter = int(start_iter), end_iter
+    def set_window(self, window: Callable[[int], float]) -> None:
+        """Use ``window`` (kept by reference: the hook's and the term's object) from now on."""
+        self.window = window
 
     def is_active(self) -> bool:
         """Inside the window at the current sample's iteration (no iteration known: active)."""
-        it = self.iteration
-        if it is None:
+        if self.iteration is None or self.window is None:
             return True
-        return it >= self.start_iter and (self.end_iter is None or it < self.end_iter)
+        return self.window(self.iteration) != 0
 
     def _all_small(self, annos: List[Dict[str, Any]]) -> bool:
         if not annos:
@@ -223,7 +218,14 @@ class AdversarialPairMapper:
             raise FileNotFoundError(
                 f"[AdversarialPairMapper] adversarial copy of {d['file_name']} missing: {path}"
             )
-        adv = utils.read_image(path, format=self.image_format)
+        try:
+            adv = utils.read_image(path, format=self.image_format)
+        except OSError as e:
+            raise OSError(
+                f"[AdversarialPairMapper] cannot read the adversarial copy {path} of "
+                f"{d['file_name']}: {e}; delete it and rerun the generator (it redoes missing "
+                "files)"
+            ) from e
         if adv.shape != shape:
             raise ValueError(
                 f"[AdversarialPairMapper] {path} is {adv.shape}, its clean image {shape}"

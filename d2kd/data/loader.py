@@ -15,9 +15,14 @@ than an uninterrupted one. Here the stream is a pure function of (seed, position
 ``set_start_iter(i)`` before the first batch makes batch ``i`` come first. Images are batched
 as they come (no aspect-ratio grouping), which suits fixed-size data; for COCO, Detectron2's
 ``build_detection_train_loader`` remains usable, at the cost of an inexact resume.
+
+A sample that cannot be read (PIL's bare ``OSError: image file is truncated``, a missing file)
+stops training with a :class:`SampleReadError` naming the file and its registered dataset, so
+the bad file can be found among millions without a debugger.
 """
 
 import copy
+import os
 import random
 from contextlib import contextmanager
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence
@@ -27,7 +32,36 @@ import torch
 from detectron2.utils import comm
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-__all__ = ["ResumableBatchStream", "build_resumable_train_loader", "ResumableTrainLoader"]
+__all__ = [
+    "ResumableBatchStream",
+    "build_resumable_train_loader",
+    "ResumableTrainLoader",
+    "SampleReadError",
+    "datasets_holding",
+]
+
+
+class SampleReadError(OSError):
+    """A training sample's file could not be read; the message names the file and dataset."""
+
+
+def datasets_holding(file_name: str) -> List[str]:
+    """Registered datasets whose image folder (``image_root``, VOC's ``dirname``) holds a file.
+
+    Dataset dicts do not record their dataset, so error messages find it from the metadata.
+    """
+    from detectron2.data import MetadataCatalog
+
+    path = os.path.abspath(file_name)
+    found = []
+    for name in MetadataCatalog.list():
+        meta = MetadataCatalog.get(name)
+        for field in ("image_root", "dirname"):
+            root = getattr(meta, field, None)
+            if isinstance(root, str) and root and path.startswith(os.path.abspath(root) + os.sep):
+                found.append(name)
+                break
+    return found
 
 
 @contextmanager
@@ -97,12 +131,38 @@ class ResumableBatchStream(IterableDataset):
     def make_batch(self, batch: int) -> List[Any]:
         out = []
         for pos in self.batch_positions(batch):
-            item = copy.deepcopy(self.dataset[self.index_at(pos)])
+            index = self.index_at(pos)
+            item = copy.deepcopy(self.dataset[index])
             if self.mapper is not None:
                 with _seeded_host_rngs(self.seed * 1_000_003 + pos):
-                    item = self.mapper(item)
+                    item = self._map(item, index)
             out.append(item)
         return out
+
+    def _map(self, item: Any, index: int) -> Any:
+        """The mapper's output; a failure names the sample's file and dataset."""
+        try:
+            return self.mapper(item)
+        except OSError as e:
+            raise SampleReadError(
+                f"[ResumableBatchStream] cannot read {self._describe(item, index)}: "
+                f"{type(e).__name__}: {e}"
+            ) from e
+        except Exception as e:  # keep the type (a ValueError stays one), add where it happened
+            e.add_note(f"[ResumableBatchStream] while mapping {self._describe(item, index)}")
+            raise
+
+    @staticmethod
+    def _describe(item: Any, index: int) -> str:
+        if not isinstance(item, dict) or "file_name" not in item:
+            return f"dataset item {index}"
+        names = datasets_holding(item["file_name"])
+        if names:
+            dataset = "dataset " + ", ".join(repr(n) for n in names)
+        else:
+            dataset = "dataset unknown: no registered image_root holds it"
+        image_id = item.get("image_id", "?")
+        return f"{item['file_name']} ({dataset}; item {index}, image_id {image_id})"
 
     def __iter__(self) -> Iterator[List[Any]]:
         info = get_worker_info()

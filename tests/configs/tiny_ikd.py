@@ -11,6 +11,7 @@ from d2kd.data.adversarial_mapper import (
     AdversarialPairMapper,
     build_adversarial_train_loader,
 )
+from d2kd.distill.schedule import Window
 from d2kd.distill.terms.adversarial import AdversarialFeatureTerm
 from d2kd.engine.adversarial import AdversarialAugmentation
 
@@ -35,8 +36,7 @@ dataloader.train = L(build_adversarial_train_loader)(
 )
 train.hooks = [
     L(AdversarialAugmentation)(
-        start_iter=0,
-        end_iter=2,
+        window=L(Window)(start=0, end=2),
         term="ikd_adv",
         attack=L(Attack)(method="difgsm", eps=8, step=2, steps=2),
         fraction=0.5,

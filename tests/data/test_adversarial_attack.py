@@ -1,9 +1,13 @@
 """IKD's attacks: the budget holds in pixel units, the teacher's loss rises, boxes follow DI."""
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 from detectron2.config import instantiate
+from detectron2.structures import Boxes, ImageList, Instances
 from helpers import load_cfg, tiny_batch
+from torch import nn
 
 from d2kd.data.adversarial import ATTACK_METHODS, Attack, input_diversity, teacher_cls_loss
 
@@ -58,7 +62,8 @@ def test_attack_raises_the_teachers_loss(setup):
     teacher, batch = setup
     images = teacher.preprocess_image(batch)
     clean = _loss(teacher, images, batch)
-    normalizer = teacher.loss_normalizer
+    assert "loss_normalizer" not in vars(teacher), "the loss left a normalizer behind"
+    teacher.loss_normalizer = 37.5
     adv = Attack(method="difgsm", eps=8, step=2, steps=5).perturb(
         teacher,
         images.tensor,
@@ -66,7 +71,8 @@ def test_attack_raises_the_teachers_loss(setup):
         [x["instances"] for x in batch],
         torch.Generator().manual_seed(0),
     )
-    assert teacher.loss_normalizer == normalizer, "the attack must not move the teacher's state"
+    assert teacher.loss_normalizer == 37.5, "the attack must not move the teacher's state"
+    del teacher.loss_normalizer
     attacked = _loss(teacher, type(images)(adv, images.image_sizes), batch)
     assert attacked > clean * 1.05, (clean, attacked)
 
@@ -119,3 +125,97 @@ def test_attack_on_a_two_stage_teacher(setup):
     out = attack(model, batch)
     assert not model.training and not model.roi_heads.training
     assert all((o.int() - x["image"].int()).abs().max() <= 8 for o, x in zip(out, batch))
+
+
+def test_loss_normalizer_is_restored_exactly(setup):
+    """Absent before (a fresh RetinaNet): absent after, even when the loss raises; else kept."""
+    teacher, batch = setup
+    images = teacher.preprocess_image(batch)
+    gts = [x["instances"] for x in batch]
+    assert "loss_normalizer" not in vars(teacher)
+    teacher_cls_loss(teacher, images.tensor, images.image_sizes, gts)
+    assert "loss_normalizer" not in vars(teacher)
+    with pytest.raises(KeyError, match="loss_nope"):
+        teacher_cls_loss(teacher, images.tensor, images.image_sizes, gts, ("loss_nope",))
+    assert "loss_normalizer" not in vars(teacher)
+    teacher.loss_normalizer = 12.25
+    try:
+        teacher_cls_loss(teacher, images.tensor, images.image_sizes, gts)
+        assert teacher.loss_normalizer == 12.25
+    finally:
+        del teacher.loss_normalizer
+
+
+class _PixelModel(nn.Module):
+    """Just what the budget needs: pixel mean/std and Detectron2's padding rule (divisor 16)."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("pixel_mean", torch.tensor([103.5, 116.3, 123.7]).view(3, 1, 1))
+        self.register_buffer("pixel_std", torch.tensor([57.4, 57.1, 58.4]).view(3, 1, 1))
+        self.backbone = SimpleNamespace(size_divisibility=16, padding_constraints={})
+
+
+def _fake_grad(x: torch.Tensor) -> torch.Tensor:
+    """d loss / d x, elementwise and non-zero at the padding value 0 (so the norm region shows)."""
+    return torch.sin(5 * x + 1)
+
+
+def _official_per_image(image, eps, step, steps, decay, divisor):
+    """One image, as the official difgsm.py attacks it alone (no input diversity), in loops.
+
+    ``image`` is (C, h, w) normalised. The official pads the normalised image with zeros (mmdet's
+    Pad after Normalize), takes lb_c / ub_c over the padded image, eps = eps/255 * max_c(ub -
+    lb), then per step: g = d(-L)/dx, g = g / |g|_1 + decay * m, x = x - a * sign(g), delta
+    clipped to [-eps, eps], each channel clipped to [lb_c, ub_c]. As in d2kd, the padding itself
+    is held at 0 (d2kd never perturbs it; the official does, and crops it away afterwards).
+    """
+    c, h, w = image.shape
+    ph, pw = -(-h // divisor) * divisor, -(-w // divisor) * divisor
+    padded = torch.zeros(c, ph, pw, dtype=image.dtype)
+    padded[:, :h, :w] = image
+    lb = [float(padded[k].min()) for k in range(c)]
+    ub = [float(padded[k].max()) for k in range(c)]
+    span = max(ub[k] - lb[k] for k in range(c))
+    eps, alpha = eps / 255 * span, step / 255 * span
+    adv, momentum = padded.clone(), torch.zeros_like(padded)
+    for _ in range(steps):
+        grad = -_fake_grad(adv)  # the official differentiates -L
+        grad = grad / grad.abs().sum() + decay * momentum
+        momentum = grad
+        moved = adv - alpha * grad.sign()
+        adv = adv.clone()
+        adv[:, :h, :w] = moved[:, :h, :w]
+        delta = torch.clamp(adv - padded, min=-eps, max=eps)
+        for k in range(c):
+            adv[k] = torch.clamp(padded[k] + delta[k], min=lb[k], max=ub[k])
+    return adv[:, :h, :w]
+
+
+@pytest.mark.parametrize("method", ["mifgsm", "difgsm"])
+def test_official_budget_is_per_image_at_batch_2(monkeypatch, method):
+    """Two images of different sizes and pixel ranges, batched: each is attacked with its own
+    range and norm, as the official attacks it alone (a batch-wide range gives image 1 image 0's
+    budget, and the batch's padding would enter image 1's range and norm)."""
+    model = _PixelModel().eval()
+    gen = torch.Generator().manual_seed(0)
+    a = torch.rand(3, 40, 56, generator=gen) * 255  # full range; own padding 48 x 64
+    a[1] = 200 + 40 * torch.rand(40, 56, generator=gen)  # bright: 0 enters only via padding
+    b = 100 + 30 * torch.rand(3, 64, 48, generator=gen)  # narrow range; no own padding
+    b[0] = 200 + 40 * torch.rand(64, 48, generator=gen)
+    norm = [(im - model.pixel_mean) / model.pixel_std for im in (a, b)]
+    images = ImageList.from_tensors(norm, size_divisibility=16)
+    assert images.tensor.shape[-2:] == (64, 64)
+    monkeypatch.setattr(Attack, "_gradient", lambda self, m, x, *args: _fake_grad(x))
+    attack = Attack(method=method, eps=8, step=2, steps=4, official_budget=True)
+    attack.diversity_prob = 0.0
+    gts = [Instances(size, gt_boxes=Boxes(torch.zeros(0, 4))) for size in images.image_sizes]
+    adv = attack.perturb(model, images.tensor, images.image_sizes, gts)
+    for i, image in enumerate(norm):
+        h, w = image.shape[-2:]
+        want = _official_per_image(image, 8, 2, 4, 1.0, divisor=16)
+        torch.testing.assert_close(adv[i, :, :h, :w], want, atol=1e-5, rtol=0)
+    assert (adv[1, :, :, 48:] == 0).all() and (adv[0, :, 40:] == 0).all(), "padding moved"
+    # The two budgets differ: the test would not notice a batch-wide range otherwise.
+    spans = [float((im.amax(dim=(1, 2)) - im.amin(dim=(1, 2))).max()) for im in norm]
+    assert abs(spans[0] - spans[1]) > 1.0, spans

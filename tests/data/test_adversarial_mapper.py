@@ -18,6 +18,7 @@ from d2kd.data.adversarial_mapper import (
     build_adversarial_train_loader,
 )
 from d2kd.data.loader import _seeded_host_rngs
+from d2kd.distill.schedule import Window
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +82,7 @@ def test_all_small_images_get_noise_and_no_crop(inverted_dir):
 
 def test_window_follows_the_iteration_of_each_batch(inverted_dir):
     folder, dicts = inverted_dir
-    mapper = AdversarialPairMapper([T.RandomFlip()], adv_dir=folder, start_iter=1, end_iter=3)
+    mapper = AdversarialPairMapper([T.RandomFlip()], adv_dir=folder, window=Window(start=1, end=3))
     loader = build_adversarial_train_loader(dicts, mapper=mapper, total_batch_size=2)
     loader.set_start_iter(0)
     it = iter(loader)

@@ -1,11 +1,14 @@
 """The resumable training loader: any start iteration continues the same stream exactly."""
 
 import itertools
+import json
 
 import numpy as np
+import pytest
 import torch
+from PIL import Image
 
-from d2kd.data.loader import ResumableBatchStream, build_resumable_train_loader
+from d2kd.data.loader import ResumableBatchStream, SampleReadError, build_resumable_train_loader
 
 
 def noisy_mapper(d):
@@ -54,3 +57,45 @@ def test_host_rng_state_is_restored():
     np.random.seed(0)
     next(iter(build_resumable_train_loader(DATA, mapper=noisy_mapper, total_batch_size=2)))
     assert np.random.rand() == expected
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_truncated_image_names_the_file_and_the_dataset(tmp_path, workers):
+    """PIL says only "image file is truncated"; the loader adds which file of which dataset."""
+    from detectron2.data import DatasetCatalog, DatasetMapper, MetadataCatalog
+    from detectron2.data.datasets import register_coco_instances
+
+    images = []
+    for i in range(2):
+        name = f"{i:03d}.png"
+        Image.fromarray(np.full((16, 16, 3), 40 * i, np.uint8)).save(tmp_path / name)
+        images.append({"id": i + 1, "file_name": name, "width": 16, "height": 16})
+    data = (tmp_path / "001.png").read_bytes()
+    (tmp_path / "001.png").write_bytes(data[: len(data) // 2])
+    coco = {
+        "images": images,
+        "annotations": [
+            {"id": i + 1, "image_id": i + 1, "category_id": 1, "bbox": [2, 2, 8, 8], "area": 64}
+            for i in range(2)
+        ],
+        "categories": [{"id": 1, "name": "thing"}],
+    }
+    (tmp_path / "ann.json").write_text(json.dumps(coco))
+    name = f"t_truncated_{workers}"
+    register_coco_instances(name, {}, str(tmp_path / "ann.json"), str(tmp_path))
+    try:
+        loader = build_resumable_train_loader(
+            DatasetCatalog.get(name),
+            mapper=DatasetMapper(is_train=True, augmentations=[], image_format="BGR"),
+            total_batch_size=2,
+            num_workers=workers,
+            shuffle=False,
+        )
+        with pytest.raises(SampleReadError) as info:
+            next(iter(loader))
+    finally:
+        DatasetCatalog.remove(name)
+        MetadataCatalog.remove(name)
+    text = str(info.value)
+    assert str(tmp_path / "001.png") in text and f"dataset '{name}'" in text, text
+    assert "image file is truncated" in text, text

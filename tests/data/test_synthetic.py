@@ -1,7 +1,10 @@
 """Tests of the embedded synthetic detection dataset (d2kd.data.synthetic)."""
 
+import hashlib
 import json
 import multiprocessing as mp
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -32,6 +35,32 @@ def test_spec_key_is_stable_and_versioned():
     assert SMALL.key().startswith(f"v{DATASET_VERSION}-")
     assert SMALL.key() != SyntheticSpec(num_train=6, num_val=3, seed=8).key()
     assert len(SYNTHETIC_CLASSES) == 18 and SYNTHETIC_CLASSES[0] == "red_circle"
+
+
+def test_builtin_keys_are_pinned():
+    """The cache key names every cached dataset and teacher: a refactor must not move it."""
+    assert SyntheticSpec().key() == "v1-977d28613e7f"
+    assert synthetic.BUILTIN_SPECS["synth_tiny"].key() == "v1-99029bfaa893"
+
+
+# sha256 of (pixels, annotations) of two images of the default spec, as rendered by
+# DATASET_VERSION 1 with Pillow 13.0.0 (PIL rasterises the shapes, so other versions may differ).
+_PIXEL_GOLDEN = {
+    ("train", 0): ("78cc1c0fe769689c", "5b9a568f350c7826"),
+    ("val", 7): ("60515e012617c833", "dba86886b4ff104e"),
+}
+
+
+def test_rendered_pixels_and_boxes_are_pinned():
+    import PIL
+
+    if PIL.__version__ != "13.0.0":
+        pytest.skip(f"golden recorded with Pillow 13.0.0, running {PIL.__version__}")
+    for (split, index), (pixels, boxes) in _PIXEL_GOLDEN.items():
+        image, anns = synthetic.render_image(SyntheticSpec(), split, index)
+        assert hashlib.sha256(image.tobytes()).hexdigest()[:16] == pixels, (split, index)
+        text = json.dumps(anns, sort_keys=True).encode()
+        assert hashlib.sha256(text).hexdigest()[:16] == boxes, (split, index)
 
 
 def test_invalid_spec_is_rejected():
@@ -172,3 +201,18 @@ def test_cli_preview_writes_a_grid(tmp_path):
     out = tmp_path / "preview.png"
     synthetic.main(["--dataset", "synth_tiny", "--preview", str(out), "--num", "2"])
     assert out.stat().st_size > 1000
+
+
+def test_module_cli_runs(tmp_path):
+    """``python -m d2kd.data.synthetic`` keeps working now that it is a package."""
+    out = tmp_path / "preview.png"
+    proc = subprocess.run(
+        [sys.executable, "-m", "d2kd.data.synthetic", "--dataset", "synth_tiny"]
+        + ["--preview", str(out), "--num", "1", "--render", "--root", str(tmp_path / "c")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert out.stat().st_size > 1000
+    assert (tmp_path / "c" / "synthetic" / "v1-99029bfaa893" / "spec.json").is_file()

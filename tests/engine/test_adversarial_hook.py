@@ -3,6 +3,7 @@ at the right iteration, and its state survives --resume."""
 
 import argparse
 import json
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -10,6 +11,9 @@ from detectron2.config import instantiate
 from detectron2.engine import SimpleTrainer
 from helpers import ROOT, load_cfg
 
+from d2kd.data.adversarial_mapper import AdversarialPairMapper, IterationAwareBatchStream
+from d2kd.data.loader import build_resumable_train_loader
+from d2kd.distill.schedule import Window
 from d2kd.engine.adversarial import AdversarialAugmentation
 from d2kd.engine.train_loop import do_train
 
@@ -30,7 +34,7 @@ def _cfg(out, teacher, max_iter, end_iter):
     cfg.train.output_dir = str(out)
     cfg.train.max_iter = max_iter
     cfg.model.teacher.weights = teacher
-    cfg.train.hooks[0].end_iter = end_iter
+    cfg.train.hooks[0].window.end = end_iter
     del cfg.dataloader.evaluator  # no final evaluation: only the schedule is under test
     return cfg
 
@@ -72,8 +76,11 @@ def test_window_switches_loss_and_pairs_at_the_right_iteration(tmp_path, teacher
     assert _raw(trainers[-1], "kd/ikd_adv/images") == {0: 1.0, 1: 1.0}
     hook = _hook(trainers[-1])
     assert hook.switched_off_at == 2
+    # One Window object, shared by the hook, the term and the mapper (not three copies).
     mapper = trainers[-1].data_loader.dataset.mapper
-    assert (mapper.start_iter, mapper.end_iter) == (0, 2)
+    term = trainers[-1].model.terms["ikd_adv"]
+    assert hook.window == Window(start=0, end=2)
+    assert mapper.window is hook.window and term.window is hook.window
     ckpt = torch.load(tmp_path / "model_final.pth", map_location="cpu", weights_only=False)
     assert ckpt["trainer"]["hooks"]["AdversarialAugmentation"]["switched_off_at"] == 2
 
@@ -97,6 +104,28 @@ def test_state_and_switch_survive_resume(tmp_path, teacher_ckpt, trainers):
     assert [rows[i]["ikd/active"] for i in range(4)] == [1, 1, 1, 0]
 
 
-def test_bad_window_and_missing_term_are_named():
-    with pytest.raises(ValueError, match="end_iter"):
-        AdversarialAugmentation(start_iter=5, end_iter=5)
+def test_bad_window_is_named():
+    with pytest.raises(ValueError, match=r"\[AdversarialAugmentation\].*start=5, end=5"):
+        AdversarialAugmentation(window=Window(start=5, end=5))
+    with pytest.raises(TypeError, match=r"\[AdversarialAugmentation\] window must be a"):
+        AdversarialAugmentation(window=(0, 5))
+
+
+class RenamedStream(IterationAwareBatchStream):
+    """A subclass under another name: still tells the mapper the iteration."""
+
+
+def test_stream_and_mapper_are_recognised_by_type_not_name():
+    """The hook accepts any IterationAwareBatchStream with workers, and refuses other streams."""
+    dicts = [{"file_name": "unused.png", "height": 8, "width": 8, "image_id": 0}]
+    mapper = AdversarialPairMapper([])
+    hook = AdversarialAugmentation(window=Window(start=0, end=3), attack=lambda *a: [])
+    loader = build_resumable_train_loader(
+        dicts, mapper=mapper, total_batch_size=1, num_workers=2, stream_cls=RenamedStream
+    )
+    hook.trainer = SimpleNamespace(data_loader=loader)
+    assert hook._find_mapper() is mapper
+    plain = build_resumable_train_loader(dicts, mapper=mapper, total_batch_size=1, num_workers=2)
+    hook.trainer = SimpleNamespace(data_loader=plain)
+    with pytest.raises(RuntimeError, match="cannot learn the iteration"):
+        hook._find_mapper()

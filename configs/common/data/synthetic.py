@@ -1,4 +1,4 @@
-# The embedded synthetic dataset (d2kd/data/synthetic.py): 128 px images, rendered on first use.
+# The embedded synthetic dataset (d2kd/data/synthetic/): 128 px images, rendered on first use.
 import detectron2.data.transforms as T
 from detectron2.config import LazyCall as L
 from detectron2.data import DatasetMapper, build_detection_test_loader, get_detection_dataset_dicts

@@ -9,6 +9,7 @@ from torch import Tensor, nn
 
 from ...losses.adversarial import adversarial_feature_loss
 from ..adapters import conv_adapter
+from ..schedule import Window
 from ..term import FeatureLevelTerm, KDContext
 
 __all__ = ["AdversarialFeatureTerm"]
@@ -25,10 +26,11 @@ class AdversarialFeatureTerm(FeatureLevelTerm):
     batch holds no adversarial image, the losses are zeros (keys stay the same for logging and
     DDP).
 
-    The window and the online settings are normally set by the ``AdversarialAugmentation`` hook,
-    which switches the paired mapper and this term together. Loss keys: ``loss_<name>_<level>``;
-    the Distiller applies the weight (the paper's configs: 1e-5 for RetinaNet/RepPoints, 2.5e-7
-    for Mask R-CNN).
+    The window (a :class:`~d2kd.distill.schedule.Window`, on where it is non-zero) and the online
+    settings are set by the ``AdversarialAugmentation`` hook, which hands its one ``Window``
+    object to this term and to the paired mapper, so the three cannot disagree. Without the hook
+    the term is always on. Loss keys: ``loss_<name>_<level>``; the Distiller applies the weight
+    (the paper's configs: 1e-5 for RetinaNet/RepPoints, 2.5e-7 for Mask R-CNN).
 
     Args:
         levels: FPN levels (RetinaNet: p3-p7, the official ``layer_idx`` 0-4).
@@ -48,7 +50,7 @@ class AdversarialFeatureTerm(FeatureLevelTerm):
         self.name = name
         self.image_key = image_key
         self.adapters = nn.ModuleDict()
-        self.start_iter, self.end_iter = 0, None
+        self.window = Window()
         self.attack: Optional[Callable] = None
         self.fraction = 1.0
         self.regenerate_every = 1
@@ -63,15 +65,15 @@ class AdversarialFeatureTerm(FeatureLevelTerm):
 
     def configure(
         self,
-        start_iter: int = 0,
-        end_iter: Optional[int] = None,
+        window: Window,
         attack: Optional[Callable] = None,
         fraction: float = 1.0,
         regenerate_every: int = 1,
     ) -> None:
-        """Set the active window ``[start_iter, end_iter)`` and, for online mode, the attack.
+        """Set the active window and, for online mode, the attack.
 
         Args:
+            window: on where ``window(iteration) != 0`` (kept by reference: the hook's object).
             attack: callable ``(teacher, batched_inputs) -> [uint8 (C, H, W)]`` (a
                 ``d2kd.data.adversarial.Attack``); None reads adversarial images from the batch.
             fraction: share of each batch attacked online (the first ``ceil(f * N)`` images of
@@ -80,19 +82,21 @@ class AdversarialFeatureTerm(FeatureLevelTerm):
                 adversarial images are replayed (the loss needs no GT boxes, so they stay valid
                 adversarial inputs for the teacher).
         """
+        if not isinstance(window, Window):
+            raise TypeError(f"[IKD] window must be a d2kd.distill.schedule.Window, got {window!r}")
         if not 0 < fraction <= 1 or regenerate_every < 1:
             raise ValueError(
                 f"[IKD] need 0 < fraction <= 1 and regenerate_every >= 1, got {fraction}, "
                 f"{regenerate_every}"
             )
-        self.start_iter, self.end_iter = int(start_iter), end_iter
+        self.window = window
         self.attack, self.fraction, self.regenerate_every = attack, fraction, regenerate_every
 
     def is_active(self, iteration: int) -> bool:
-        return iteration >= self.start_iter and (self.end_iter is None or iteration < self.end_iter)
+        return self.window(iteration) != 0
 
     def _online_images(self, ctx: KDContext) -> List[Tensor]:
-        due = (ctx.iteration - self.start_iter) % self.regenerate_every == 0
+        due = (ctx.iteration - self.window.start) % self.regenerate_every == 0
         if self.replay is None or due:
             count = max(1, math.ceil(self.fraction * len(ctx.batched_inputs)))
             # Attack the image before IKD's Gaussian noise when the mapper applied it
