@@ -1,14 +1,23 @@
-"""Helpers shared by the benchmark runners: the method registry, hardware, timing, JSON.
+"""The benchmark runners' one helper module: their methods, how they record paths, their tables.
 
-Every runner records the machine it ran on (:func:`hardware`) next to its numbers, so a table
-rendered from the JSON (``benchmarks/render_tables.py``) always says where it was measured.
+Benchmark-only, so it lives here rather than in ``d2kd/``; the runners (``accuracy_suite.py``,
+``train_overhead.py``, ``loss_cost.py``, ``render_tables.py``) import it and the library, never
+each other. What they share with the rest of d2kd (files, hardware, timing, child runs, the
+teacher cache) comes from :mod:`d2kd.utils`.
+
+Methods are read from the recipes: a recipe joins the benchmarks by declaring, at module level,
+
+    __benchmark__ = dict(name="fgd", order=20, smoke="tests/configs/tiny_fgd.py")
+
+(a literal dict, read with :mod:`ast` without running the recipe; a name starting with "_" is
+not part of the LazyConfig, so the declaration changes nothing the recipe trains). Paths are
+relative to the repository, or, starting with ".", to the recipe's folder (as its imports are).
+See :data:`FIELDS` for the keys and ``benchmarks/README.md`` for the orders in use.
 """
 
-import json
-import math
+import ast
 import os
-import platform
-import statistics
+import posixpath
 import sys
 import time
 from dataclasses import dataclass
@@ -19,131 +28,156 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-RESULTS_DIR = ROOT / "benchmarks" / "results"
+from d2kd.utils.hardware import hardware_line  # noqa: E402
+from d2kd.utils.teacher_cache import cache_root  # noqa: E402
 
-# The teacher of the synthetic distillation recipes (shared with tools/quickstart.py's cache), and
-# the two-stage one of the heterogeneous (HEAD) rows.
-TEACHER_RECIPE = "configs/quickstart/retinanet_R18w_teacher.py"
-FASTER_RCNN_TEACHER_RECIPE = "configs/quickstart/faster_rcnn_R18w_teacher.py"
-# The tiny test recipes (64 px, seconds per step) used by --smoke / --quick.
+RESULTS_DIR = ROOT / "benchmarks" / "results"
+# The teacher of the synthetic distillation recipes (cached once, shared with tools/quickstart.py)
+# and its tiny stand-in for --smoke / --quick runs.
+MAIN_TEACHER = "configs/quickstart/retinanet_R18w_teacher.py"
 TINY_TEACHER = "tests/configs/tiny_plain.py"
-TINY_MSE = "tests/configs/tiny_distill.py"
-TINY_FGD = "tests/configs/tiny_fgd.py"
-COCO_RETINANET = "configs/fgd/retinanet_R50_from_R101_coco_2x.py"
-COCO_FASTER_RCNN = "configs/fgd/faster_rcnn_R50_from_R101_coco_2x.py"
+
+DECLARATION = "__benchmark__"
+# Declaration keys: name -> (type, meaning). Only "name" is required.
+FIELDS: Dict[str, Tuple[Any, str]] = {
+    "name": (str, "the row's name in every benchmark table (unique)"),
+    "order": ((int, float), "the rows' sort key, default 1000: after the declared ones"),
+    "smoke": (str, "the tiny test recipe --smoke / --quick run instead; none: not smoke-run"),
+    "teacher": (str, f"the recipe of the teacher it distils from, default {MAIN_TEACHER}"),
+    "overrides": (list, "extra key=value overrides of its training runs"),
+    "prepare": (list, "argv after python, run once per seed before training; restartable"),
+    "prepare_overrides": (list, "key=value overrides added to its runs after `prepare`"),
+    "coco": (dict, "label -> COCO-scale recipe timed by train_overhead.py --coco-shapes"),
+    "coco_terms": (str, "dotted KD term class replacing the COCO recipe's terms on P3-P7"),
+}
 
 
 @dataclass(frozen=True)
 class Method:
-    """One row of the benchmarks: a recipe at the synthetic scale and its stand-ins.
+    """One row of the benchmarks, as its recipe declares it (see :data:`FIELDS`).
 
-    Attributes:
-        recipe: the synthetic-scale recipe (repo-relative); a missing file means "not implemented
-            yet" and the runners skip the method.
-        overrides: extra ``key=value`` overrides for tools/train_net.py.
-        smoke: the tiny recipe used by ``--smoke`` / ``--quick`` (None: no smoke run).
-        coco: (label, recipe) pairs measured by ``train_overhead.py --coco-shapes``.
-        coco_terms: when set, the COCO recipe's KD terms are replaced by this term of
-            ``d2kd.distill`` built on FPN P3-P7 (e.g. "FeatureMSETerm": MSE has no COCO recipe).
-        issue: where the slot is filled (for the "not implemented yet" message).
-        teacher: the recipe of the teacher this method distils from (trained and cached once,
-            shared by every method that names it; the gap closed is measured against it).
-        prepare: a command (argv after the python executable, repo-relative) run once per seed
-            before training, e.g. offline adversarial generation; ``{teacher}`` is replaced by
-            the teacher checkpoint, ``{run_dir}`` by the run folder and ``{seed}`` by the seed.
-            It must be restartable (it is rerun after an interruption).
-        prepare_overrides: ``key=value`` overrides added when ``prepare`` ran (same placeholders).
+    ``prepare`` and ``prepare_overrides`` may use ``{recipe}`` (this recipe), ``{teacher}`` (the
+    teacher checkpoint), ``{run_dir}`` and ``{seed}``.
     """
 
+    name: str
     recipe: str
-    overrides: Tuple[str, ...] = ()
+    order: float = 1000
     smoke: Optional[str] = None
-    coco: Tuple[Tuple[str, str], ...] = ()
-    coco_terms: Optional[str] = None
-    issue: str = ""
-    teacher: str = TEACHER_RECIPE
+    teacher: str = MAIN_TEACHER
+    overrides: Tuple[str, ...] = ()
     prepare: Tuple[str, ...] = ()
     prepare_overrides: Tuple[str, ...] = ()
+    coco: Tuple[Tuple[str, str], ...] = ()
+    coco_terms: Optional[str] = None
 
-    def implemented(self) -> bool:
-        return (ROOT / self.recipe).is_file()
+
+def _literal(node: ast.expr) -> Any:
+    """``ast.literal_eval``, also of ``dict(key=literal, ...)`` (the recipes' usual spelling)."""
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "dict":
+        if node.args or any(kw.arg is None for kw in node.keywords):
+            raise ValueError("dict() with positional or ** arguments")
+        return {kw.arg: _literal(kw.value) for kw in node.keywords}
+    return ast.literal_eval(node)
 
 
-# The methods every runner knows, in table order. Later issues fill the marked slots by adding the
-# recipe file named here (or editing the row); until then the runners report them and skip them.
-METHODS: Dict[str, Method] = {
-    "baseline": Method("configs/quickstart/retinanet_R18_baseline.py", smoke=TINY_TEACHER),
-    "mse": Method(
-        "configs/quickstart/mse_R18_from_R18w.py",
-        smoke=TINY_MSE,
-        coco=(("RetinaNet R50 <- R101", COCO_RETINANET),),
-        coco_terms="FeatureMSETerm",
-    ),
-    "fgd": Method(
-        "configs/fgd/retinanet_R18_from_R18w_synth.py",
-        smoke=TINY_FGD,
-        coco=(
-            ("RetinaNet R50 <- R101", COCO_RETINANET),
-            ("Faster R-CNN R50 <- R101", COCO_FASTER_RCNN),
-        ),
-    ),
-    "lshfm_lshl2": Method(
-        "configs/lshfm/retinanet_R18_from_R18w_synth_lshl2.py",
-        smoke="tests/configs/tiny_lshfm_retinanet.py",
-        issue="LSHFM",
-    ),
-    "lshfm_l2": Method("configs/lshfm/retinanet_R18_from_R18w_synth_l2.py", issue="LSHFM"),
-    "lshfm_lsh": Method("configs/lshfm/retinanet_R18_from_R18w_synth_lsh.py", issue="LSHFM"),
-    # HEAD's rows distil the two-stage teacher into the same RetinaNet student (the assist row
-    # trains the assistant alone, teacher-free, as the paper's ablation; its gap is measured
-    # against the Faster R-CNN teacher too).
-    "head_assist": Method(
-        "configs/head/retinanet_R18_from_R18w_synth_assist.py",
-        issue="HEAD",
-        teacher=FASTER_RCNN_TEACHER_RECIPE,
-    ),
-    "head_akd": Method(
-        "configs/head/retinanet_R18_from_R18w_synth_akd.py",
-        issue="HEAD",
-        teacher=FASTER_RCNN_TEACHER_RECIPE,
-    ),
-    "head_akd_ckd": Method(
-        "configs/head/retinanet_R18_from_R18w_synth_akd_ckd.py",
-        issue="HEAD",
-        teacher=FASTER_RCNN_TEACHER_RECIPE,
-    ),
-    "tf_head": Method(
-        "configs/head/retinanet_R18_tf_head_synth.py",
-        issue="TF-HEAD",
-        teacher=FASTER_RCNN_TEACHER_RECIPE,
-    ),
-    # IKD offline: the adversarial copy of synth_train is made once per teacher (restartable; the
-    # seeds share it), then the run reads it; online makes its pairs during training.
-    "ikd_offline": Method(
-        "configs/ikd/retinanet_R18_from_R18w_synth_offline.py",
-        issue="IKD",
-        prepare=(
-            "tools/gen_adversarial.py",
-            "--config-file",
-            "configs/ikd/retinanet_R18_from_R18w_synth_offline.py",
-            "--batch-size",
-            "8",
-            "model.teacher.weights={teacher}",
-        ),
-    ),
-    "ikd_online": Method(
-        "configs/ikd/retinanet_R18_from_R18w_synth_online.py",
-        smoke="tests/configs/tiny_ikd.py",
-        issue="IKD",
-    ),
-    # DFAD: the student never sees a training image; dfad_real is the same loss on real images.
-    "dfad": Method("configs/dfad/retinanet_R18_from_R18w_synth.py", issue="DFAD"),
-    "dfad_real": Method("configs/dfad/retinanet_R18_from_R18w_synth_real.py", issue="DFAD"),
-}
+def read_declaration(path: Path) -> Optional[Dict[str, Any]]:
+    """The recipe's ``__benchmark__`` dict, or None when it declares none.
+
+    Raises:
+        ValueError: the value is not a literal dict (the message names the file).
+    """
+    tree = ast.parse(Path(path).read_text(), str(path))
+    for node in tree.body:
+        targets = node.targets if isinstance(node, ast.Assign) else []
+        if any(isinstance(t, ast.Name) and t.id == DECLARATION for t in targets):
+            try:
+                value = _literal(node.value)
+            except ValueError as e:
+                raise ValueError(
+                    f"[benchmarks] {path}:{node.lineno}: {DECLARATION} must be a literal dict "
+                    "(dict(...) or {...} of strings, numbers, lists and dicts)"
+                ) from e
+            if not isinstance(value, dict):
+                raise ValueError(
+                    f"[benchmarks] {path}:{node.lineno}: {DECLARATION} must be a dict, got "
+                    f"{type(value).__name__}"
+                )
+            return value
+    return None
+
+
+def method_from_declaration(recipe: str, decl: Dict[str, Any], root: Path = ROOT) -> Method:
+    """Validate a declaration of ``recipe`` (repo-relative) and build its :class:`Method`.
+
+    Raises:
+        ValueError: naming the recipe and the key that is unknown, missing, mistyped, or names
+            a file that does not exist.
+    """
+    where = f"[benchmarks] {recipe}: {DECLARATION}"
+    unknown = sorted(set(decl) - set(FIELDS))
+    if unknown:
+        raise ValueError(f"{where} has unknown key(s) {unknown}; known: {', '.join(FIELDS)}")
+    if "name" not in decl:
+        raise ValueError(f"{where} needs a 'name'")
+    for key, value in decl.items():
+        kind, meaning = FIELDS[key]
+        items = (
+            value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
+        )
+        if (
+            not isinstance(value, kind)
+            or isinstance(value, bool)
+            or not all(isinstance(v, str) for v in items)
+        ):
+            names = "/".join(k.__name__ for k in (kind if isinstance(kind, tuple) else (kind,)))
+            of_str = " of strings" if kind in (list, dict) else ""
+            raise ValueError(
+                f"{where}['{key}'] must be a {names}{of_str} ({meaning}); got {value!r}"
+            )
+
+    def path(value: str) -> str:  # "./x.py", "../y/x.py": from the recipe's folder, as imports
+        if not value.startswith("."):
+            return value
+        return posixpath.normpath(posixpath.join(posixpath.dirname(recipe), value))
+
+    fields = {k: tuple(v) if isinstance(v, list) else v for k, v in decl.items() if k != "coco"}
+    fields.update({k: path(fields[k]) for k in ("smoke", "teacher") if k in fields})
+    coco = tuple((str(k), path(v)) for k, v in decl.get("coco", {}).items())
+    files = [(k, fields.get(k)) for k in ("smoke", "teacher")]
+    files += [(f"coco['{label}']", p) for label, p in coco]
+    for key, p in files:
+        if p is not None and not (root / p).is_file():
+            raise ValueError(f"{where}['{key}'] names {p}, which does not exist")
+    return Method(recipe=recipe, coco=coco, **fields)
+
+
+def discover_methods(root: Path = ROOT) -> Dict[str, Method]:
+    """Every method declared by a recipe under ``root/configs``, sorted by (order, name).
+
+    Raises:
+        ValueError: a declaration is malformed, or two recipes declare the same name.
+    """
+    found: Dict[str, Method] = {}
+    for path in sorted((root / "configs").rglob("*.py")):
+        decl = read_declaration(path)
+        if decl is None:
+            continue
+        method = method_from_declaration(path.relative_to(root).as_posix(), decl, root)
+        if method.name in found:
+            raise ValueError(
+                f"[benchmarks] {found[method.name].recipe} and {method.recipe} both declare the "
+                f"method '{method.name}'"
+            )
+        found[method.name] = method
+    return dict(sorted(found.items(), key=lambda kv: (kv[1].order, kv[0])))
+
+
+METHODS: Dict[str, Method] = discover_methods()
 
 
 def select_methods(names: Optional[Sequence[str]], owner: str) -> List[str]:
-    """Validate ``--methods`` names against :data:`METHODS` (None: all, in registry order).
+    """Validate ``--methods`` names against :data:`METHODS` (None: all, in table order).
 
     Raises:
         SystemExit: naming the unknown method and the known ones.
@@ -156,125 +190,236 @@ def select_methods(names: Optional[Sequence[str]], owner: str) -> List[str]:
     return list(dict.fromkeys(names))
 
 
-def not_implemented_note(name: str) -> str:
-    m = METHODS[name]
-    return (
-        f"{name}: not implemented yet ({m.recipe} missing{'; issue ' + m.issue if m.issue else ''})"
-    )
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def hardware(device: str = "cpu") -> Dict[str, Any]:
-    """The machine and software a measurement ran on (recorded in every result JSON)."""
-    import torch
-
-    info: Dict[str, Any] = dict(
-        platform=platform.platform(),
-        machine=platform.machine(),
-        cpu=_cpu_model(),
-        cpu_count=os.cpu_count(),
-        torch=torch.__version__,
-        python=platform.python_version(),
-        device=device,
-        torch_threads=torch.get_num_threads(),
-        omp_num_threads=os.environ.get("OMP_NUM_THREADS"),
-    )
-    if str(device).startswith("cuda") and torch.cuda.is_available():
-        info["gpu"] = torch.cuda.get_device_name(0)
-    return info
-
-
-def hardware_line(hw: Optional[Dict[str, Any]]) -> str:
-    """One human line for a :func:`hardware` dict (used in table captions)."""
-    if not hw:
-        return "hardware not recorded"
-    where = hw.get("gpu") or f"{hw.get('cpu', hw.get('machine', '?'))}, {hw.get('cpu_count')} cores"
-    threads = hw.get("torch_threads", hw.get("threads"))
-    return (
-        f"{hw.get('device', 'cpu')} ({where}"
-        + (f", {threads} torch threads" if threads else "")
-        + f"), torch {hw.get('torch', '?')}"
-    )
+def portable_path(path: os.PathLike) -> str:
+    """A path as the result JSON records it: relative to the repository when inside it, else
+    ``$D2KD_CACHE/...`` when inside the cache root, else absolute (e.g. an ``--out`` in /tmp)."""
+    p = Path(os.path.abspath(path))
+    for base, prefix in ((ROOT, ""), (Path(os.path.abspath(cache_root())), "$D2KD_CACHE/")):
+        try:
+            return prefix + p.relative_to(base).as_posix()
+        except ValueError:
+            continue
+    return str(p)
 
 
 def now_iso() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S%z")
 
 
-def clean_nan(obj: Any) -> Any:
-    """NaN/Inf -> None, recursively, so the JSON is strict (COCO gives NaN for empty areas)."""
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: clean_nan(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [clean_nan(v) for v in obj]
-    return obj
+# ------------------------------------------------------------------------------------------ tables
+# Each takes a result JSON (and optionally the rows to keep) and returns a caption and a markdown
+# table; render_tables.py writes them into the READMEs, the runners print them.
+METRICS = ("AP", "AP50", "APs", "APm")
 
 
-def write_json(data: Dict[str, Any], path: os.PathLike) -> Path:
-    """Write strict JSON atomically (temporary file, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(clean_nan(data), indent=2, allow_nan=False) + "\n")
-    os.replace(tmp, path)
-    return path
+def _hw(data: Dict[str, Any]) -> str:
+    return hardware_line(data.get("hardware"))
 
 
-def read_json(path: os.PathLike) -> Dict[str, Any]:
-    with open(path) as f:
-        return json.load(f)
+def _hw_no_threads(data: Dict[str, Any]) -> str:
+    """The hardware line without thread counts: runs of one table may use different ones, and
+    they change the time, not the accuracy."""
+    return hardware_line(data.get("hardware"), threads=False)
 
 
-def sync(device: str) -> None:
-    if str(device).startswith("cuda"):
-        import torch
-
-        torch.cuda.synchronize()
+def _f(value: Optional[float], fmt: str = ".1f") -> str:
+    return "—" if value is None else format(value, fmt)
 
 
-def timed(fn: Callable[[], Any], device: str) -> float:
-    """Seconds ``fn()`` takes, with the GPU synchronised before and after."""
-    sync(device)
-    start = time.perf_counter()
-    fn()
-    sync(device)
-    return time.perf_counter() - start
+def _pm(stat: Optional[Dict[str, Any]]) -> str:
+    """ "mean ± std" of a metric summary (std omitted for a single run)."""
+    if not stat or stat.get("mean") is None:
+        return "—"
+    if stat.get("std") is None:
+        return f"{stat['mean']:.1f}"
+    return f"{stat['mean']:.1f} ± {stat['std']:.1f}"
 
 
-def interleaved(
-    fns: Dict[str, Callable[[], Any]], repeats: int, device: str, warmup: int = 1
-) -> Dict[str, List[float]]:
-    """Time several functions side by side: each repeat runs all of them, in a rotated order.
-
-    Interleaving spreads slow drift (thermal, other processes) evenly over the contenders, so
-    their ratios hold even when absolute times wander.
-
-    Returns:
-        name -> list of ``repeats`` durations in seconds.
-    """
-    for _ in range(warmup):
-        for fn in fns.values():
-            fn()
-    names = list(fns)
-    times: Dict[str, List[float]] = {n: [] for n in names}
-    for r in range(repeats):
-        k = r % len(names)
-        for name in names[k:] + names[:k]:
-            times[name].append(timed(fns[name], device))
-    return times
+def _date(data: Dict[str, Any]) -> str:
+    return str(data.get("finished") or data.get("created") or "")[:10]
 
 
-def summary(values: Sequence[float]) -> Dict[str, float]:
-    """Median, min and max of timings (seconds)."""
-    return dict(median=statistics.median(values), min=min(values), max=max(values), n=len(values))
+def accuracy_table(data: Dict[str, Any], only: Optional[Sequence[str]] = None) -> str:
+    """Teachers, baseline and each method: AP metrics mean ± std over seeds, gain, gap closed."""
+    sched = data.get("schedule", {})
+    methods = {
+        name: m
+        for name, m in data.get("methods", {}).items()
+        if not only or name in only or name == "baseline"
+    }
+    teachers = data.get("teachers") or {data.get("teacher", {}).get("recipe", "?"): data["teacher"]}
+    main = next(iter(teachers))
+    used = [
+        t for t in teachers if t == main or any(m.get("teacher") == t for m in methods.values())
+    ]
+    if only:  # a project's table: only the teachers its methods distil from
+        used = [t for t in used if any(m.get("teacher", main) == t for m in methods.values())]
+    seeds = ",".join(str(s) for s in data.get("seeds", []))
+    rows = [
+        "| model | iters | seeds | " + " | ".join(METRICS) + " | ΔAP vs baseline | gap closed |",
+        "|---|---|---|" + "---|" * len(METRICS) + "---|---|",
+    ]
+    for key in used:
+        t = teachers[key]
+        tm = t.get("metrics") or {}
+        rows.append(
+            f"| teacher ({Path(t.get('recipe', key)).stem}) | {t.get('max_iter', '—')} | — | "
+            + " | ".join(_f(tm.get(k)) for k in METRICS)
+            + " | — | — |"
+        )
+    for name, m in methods.items():
+        gain, gap = m.get("gain_AP"), m.get("gap_closed")
+        rows.append(
+            f"| {name} | {m.get('max_iter', '—')} | {m.get('n', 0)} | "
+            + " | ".join(_pm(m.get("metrics", {}).get(k)) for k in METRICS)
+            + f" | {'—' if name == 'baseline' else _f(gain, '+.1f')}"
+            + f" | {'—' if name == 'baseline' or gap is None else format(gap, '.0%')} |"
+        )
+    skipped = data.get("skipped", data.get("not_implemented", {}))  # older files: not_implemented
+    missing = [n for n in skipped if not only or n in only]
+    missing += [n for n in only or () if n not in methods and n not in missing]
+    caption = (
+        f"_Box AP on the synthetic val split ({'smoke run, ' if data.get('smoke') else ''}"
+        f"schedule x{sched.get('scale', 1):g}; iterations as listed, at batch 8 except DFAD's "
+        "(see its README); "
+        f"seeds {seeds or '—'}; mean ± std over seeds; gap closed = "
+        f"(AP − AP_baseline) / (AP_teacher − AP_baseline), against the teacher the method "
+        f"distils from{' (the Faster R-CNN one for head rows)' if len(used) > 1 else ''}). "
+        f"{_hw_no_threads(data)}; {_date(data)}._"
+    )
+    note = f"\n\nNot run yet: {', '.join(missing)}." if missing else ""
+    return caption + "\n\n" + "\n".join(rows) + note
+
+
+def train_overhead_table(data: Dict[str, Any], only: Optional[Sequence[str]] = None) -> str:
+    """Seconds per iteration: student alone, teacher forward, full KD step, and their ratio."""
+    rows = [
+        "| method | setting | student step s | teacher fwd s | KD step s "
+        "| KD / (student + teacher) | peak mem MB (student / teacher / KD) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in data.get("rows", []):
+        if only and r["method"] not in only:
+            continue
+        mem = r.get("memory") or {}
+        mem_s = " / ".join(_f(mem.get(k), ".0f") for k in ("student", "teacher", "kd"))
+        rows.append(
+            f"| {r['method']} | {r['setting']} | {r['student_s']:.3f} | {r['teacher_s']:.3f} | "
+            f"{r['kd_s']:.3f} | {r['ratio']:.2f} | {mem_s if mem else '—'} |"
+        )
+    caption = (
+        f"_Medians of {data.get('repeats', '?')} interleaved repeats"
+        f"{' (quick run)' if data.get('quick') else ''}; target ratio ≤ "
+        f"{data.get('target_ratio', 1.10):.2f}; "
+        f"memory: {data.get('memory_method') or 'not measured'}. "
+        f"{_hw(data)}; {_date(data)}._"
+    )
+    return caption + "\n\n" + "\n".join(rows)
+
+
+def loss_cost_table(data: Dict[str, Any], only: Optional[Sequence[str]] = None) -> str:
+    """Forward and backward time of each KD loss on FPN maps."""
+    sh = data.get("shapes", {})
+    rows = ["| KD loss | forward ms | backward ms | forward + backward ms |", "|---|---|---|---|"]
+    for r in data.get("rows", []):
+        if only and r["term"] not in only:
+            continue
+        rows.append(
+            f"| {r['term']} | {r['forward_ms']:.1f} | {r['backward_ms']:.1f} | "
+            f"{r['total_ms']:.1f} |"
+        )
+    caption = (
+        f"_Batch {len(sh.get('image_sizes', []))}, {sh.get('levels', ['?'])[0]}–"
+        f"{sh.get('levels', ['?'])[-1]} of {sh.get('image_sizes', [['?']])[0]} padded to "
+        f"{sh.get('padded_hw')}, C = {sh.get('channels')}, {sh.get('boxes_per_image')} GT boxes "
+        f"per image; medians of {data.get('repeats', '?')} interleaved repeats"
+        f"{' (quick run)' if data.get('quick') else ''}. {_hw(data)}; {_date(data)}._"
+    )
+    return caption + "\n\n" + "\n".join(rows)
+
+
+def fgd_loss_speed_table(data: Dict[str, Any], only: Optional[Sequence[str]] = None) -> str:
+    """The vectorised FGD loss against the loop reference (a recorded measurement: the script
+    that made it was retired, see ``benchmarks/README.md``)."""
+    rows = [
+        "| boxes/img | masks fast ms | masks loop ms | masks x "
+        "| loss f+b fast ms | loss f+b ref ms | loss x |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in data.get("rows", []):
+        rows.append(
+            f"| {r['boxes_per_image']} | {r['masks_fast_ms']:.3f} | {r['masks_ref_ms']:.3f} | "
+            f"{r['masks_speedup']:.1f} | {r['loss_fwd_bwd_fast_ms']:.1f} | "
+            f"{r['loss_fwd_bwd_ref_ms']:.1f} | {r['loss_speedup']:.2f} |"
+        )
+    hw = data.get("hardware") or dict(
+        device=data.get("device"),
+        cpu=data.get("machine"),
+        cpu_count=data.get("cpu_count"),
+        torch_threads=data.get("threads"),
+        torch=data.get("torch"),
+    )
+    caption = (
+        f"_Batch {len(data.get('image_sizes', []))}, P3–P7 of {data.get('image_sizes', [['?']])[0]}"
+        f" padded to {data.get('padded_hw')}, C = {_f(data.get('channels'), 'd')}; medians, "
+        f"interleaved{' (quick run)' if data.get('quick') else ''}. "
+        f"{hardware_line(hw)}._"
+    )
+    return caption + "\n\n" + "\n".join(rows)
+
+
+def quickstart_table(data: Dict[str, Any], only: Optional[Sequence[str]] = None) -> str:
+    """The quickstart's teacher / baseline / distilled table (tools/quickstart.py results.json)."""
+    keys = ("AP", "AP50", "AP75", "APs", "APm")
+    rows = ["| model | " + " | ".join(keys) + " |", "|---|" + "---|" * len(keys)]
+    for name, r in data.get("results", {}).items():
+        rows.append(f"| {name} | " + " | ".join(_f(r.get(k)) for k in keys) + " |")
+    timings = data.get("timings_s") or {}
+    wall = ", ".join(f"{k.removesuffix('_s')} {v / 60:.0f} min" for k, v in timings.items())
+    sched = data.get("schedule_max_iter") or {}
+    sched_txt = ", ".join(f"{k} {v} it" for k, v in sched.items())
+    caption = (
+        "_Synthetic val split; `make quickstart` with the recipes' schedules"
+        + (f" ({sched_txt} at batch 8)" if sched_txt else "")
+        + f". {_hw(data)}"
+        + (f"; wall time: {wall}" if wall else "")
+        + "._"
+    )
+    return caption + "\n\n" + "\n".join(rows)
+
+
+def teacher_ablation_table(data: Dict[str, Any], only: Optional[Sequence[str]] = None) -> str:
+    """Short teacher trainings, one change per row against the base recipe
+    (``benchmarks/teacher_ablation.py``): AP metrics and the AP gain over the ``base`` row."""
+    rows_in = data.get("rows", {})
+    base = ((rows_in.get("base") or {}).get("metrics") or {}).get("AP")
+    rows = [
+        "| row | change | " + " | ".join(METRICS) + " | ΔAP vs base |",
+        "|---|---|" + "---|" * len(METRICS) + "---|",
+    ]
+    for name, r in rows_in.items():
+        if only and name not in only:
+            continue
+        m = r.get("metrics") or {}
+        ap = m.get("AP")
+        delta = "—" if name == "base" or ap is None or base is None else f"{ap - base:+.1f}"
+        change = str(r.get("change", "")).replace("|", "\\|")
+        rows.append(
+            f"| {name} | {change} | " + " | ".join(_f(m.get(k)) for k in METRICS) + f" | {delta} |"
+        )
+    caption = (
+        f"_Box AP on the synthetic val split after {data.get('iters', '?')} iterations at batch "
+        f"{data.get('batch', '?')} from scratch, each row one change to "
+        f"`{data.get('recipe', '?')}`. {_hw_no_threads(data)}; {_date(data)}._"
+    )
+    return caption + "\n\n" + "\n".join(rows)
+
+
+TABLES: Dict[str, Callable[[Dict[str, Any], Optional[Sequence[str]]], str]] = {
+    "accuracy": accuracy_table,
+    "train_overhead": train_overhead_table,
+    "loss_cost": loss_cost_table,
+    "fgd_loss_speed": fgd_loss_speed_table,
+    "quickstart": quickstart_table,
+    "teacher_ablation": teacher_ablation_table,
+}

@@ -6,26 +6,26 @@
         [--smoke] [--dry-run]
 
 1. The teachers (each method names its own; most share the quickstart RetinaNet teacher, HEAD's
-   rows use the Faster R-CNN one): reused from the quickstart's cache (``$D2KD_CACHE/teachers/``),
-   else trained there with tools/train_net.py --resume; evaluated once.
-2. For each method (``METHODS`` in benchmarks/_common.py) and seed: tools/train_net.py --resume
-   into ``<out>/<method>/seed<k>``; a run whose final evaluation exists is skipped, so running the
-   command again after an interruption resumes where it stopped.
+   rows use the Faster R-CNN one): reused from the quickstart's cache (``$D2KD_CACHE/teachers/``,
+   :mod:`d2kd.utils.teacher_cache`), else trained there with tools/train_net.py --resume;
+   evaluated once.
+2. For each method (every recipe that declares ``__benchmark__``, see benchmarks/_common.py) and
+   seed: tools/train_net.py --resume into ``<out>/<method>/seed<k>``; a run whose final evaluation
+   exists is skipped, so running the command again after an interruption resumes where it stopped.
 3. ``<out>/accuracy.json`` (per-run AP/AP50/AP75/APs/APm/APl, mean ± std per method, gain over the
    baseline, share of the teacher–baseline gap closed, hardware, schedule, timestamps, wall time
    per run), a markdown table on stdout, and ``<out>/accuracy.png``. A full (non-smoke) run also
    merges its methods into benchmarks/results/accuracy.json (methods run here replace their
-   earlier entries, others are kept), which benchmarks/render_tables.py renders.
+   earlier entries, others are kept), which benchmarks/render_tables.py renders. Paths in the
+   JSON are relative to the repository, or start with ``$D2KD_CACHE/``.
 
-A method whose recipe file does not exist yet is reported as "not implemented yet" and skipped.
-``--smoke`` uses the tiny test recipes with a few iterations (CI); ``--schedule-scale`` multiplies
-every max_iter, the teacher's included (a scaled teacher is cached under its own folder).
+``--smoke`` uses the tiny test recipes with a few iterations (CI); a method without a smoke
+recipe, or whose teacher has no tiny stand-in, is skipped and named. ``--schedule-scale``
+multiplies every max_iter, the teacher's included (a scaled teacher is cached under its own key).
 """
 
 import argparse
-import importlib.util
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -34,24 +34,34 @@ from typing import Any, Dict, List, Optional
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import (  # noqa: E402
+    MAIN_TEACHER,
     METHODS,
     RESULTS_DIR,
     ROOT,
-    TEACHER_RECIPE,
     TINY_TEACHER,
-    clean_nan,
-    hardware,
-    not_implemented_note,
+    accuracy_table,
     now_iso,
-    read_json,
+    portable_path,
     select_methods,
-    write_json,
 )
-from render_tables import accuracy_table  # noqa: E402
 
-ALL_METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
-TRAIN_NET = ROOT / "tools" / "train_net.py"
-PROGRESS = "bench_run.json"  # per run folder: wall time so far, schedule, status
+from d2kd.config import load_config  # noqa: E402
+from d2kd.utils.files import read_json, write_json  # noqa: E402
+from d2kd.utils.hardware import hardware  # noqa: E402
+from d2kd.utils.runs import (  # noqa: E402
+    BOX_METRICS,
+    PROGRESS_FILE,
+    Job,
+    RunFailed,
+    eval_result,
+    read_box_metrics,
+    run_job,
+    train_net_cmd,
+)
+from d2kd.utils.teacher_cache import teacher_cache_dir  # noqa: E402
+
+ALL_METRICS = BOX_METRICS
+PROGRESS = PROGRESS_FILE  # per run folder: wall time so far, schedule, status
 
 
 def log(msg: str) -> None:
@@ -60,86 +70,24 @@ def log(msg: str) -> None:
 
 def recipe_info(recipe: str) -> Dict[str, Any]:
     """max_iter of a recipe and whether it is a distillation recipe (has a teacher)."""
-    from detectron2.config import LazyConfig
-
-    cfg = LazyConfig.load(str(ROOT / recipe))
+    cfg = load_config(str(ROOT / recipe), owner="accuracy")
     teacher = cfg.model.get("teacher", None) if hasattr(cfg.model, "get") else None
     return dict(max_iter=int(cfg.train.max_iter), distill=teacher is not None)
-
-
-def teacher_cache_dir(recipe: str) -> str:
-    """tools/quickstart.py's teacher cache folder for ``recipe`` (one cache for both tools)."""
-    spec = importlib.util.spec_from_file_location(
-        "d2kd_quickstart", ROOT / "tools" / "quickstart.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.teacher_cache_dir(recipe)
-
-
-def eval_result(run_dir: Path) -> Optional[Path]:
-    """The evaluation of the run's final model if there is one (eval-only or last training eval)."""
-    final, last, ckpt = (
-        run_dir / n for n in ("eval_final.json", "eval_last.json", "model_final.pth")
-    )
-    if final.is_file():
-        return final
-    if last.is_file() and ckpt.is_file() and last.stat().st_mtime >= ckpt.stat().st_mtime:
-        return last
-    return None
-
-
-def read_metrics(path: Path) -> Dict[str, Optional[float]]:
-    """COCO box metrics of an evaluation json; NaN (no detections in an area range) -> None."""
-    bbox = clean_nan(read_json(path)["bbox"])
-    return {k: bbox.get(k) for k in ALL_METRICS}
 
 
 def fmt_ap(metrics: Dict[str, Optional[float]]) -> str:
     return "n/a" if metrics.get("AP") is None else f"{metrics['AP']:.2f}"
 
 
-def train_net_cmd(recipe: str, *opts: str) -> List[str]:
-    return [sys.executable, str(TRAIN_NET), "--config-file", str(ROOT / recipe), *opts]
-
-
 def run_logged(cmd: List[str], run_dir: Path, extra: Dict[str, Any]) -> Dict[str, Any]:
-    """Run ``cmd`` with its output appended to ``run_dir/bench_train.log``; keep a wall-time tally.
-
-    The tally (``bench_run.json``) is rewritten every 30 s, so the wall time of a run that was
-    interrupted and resumed adds up over its invocations.
+    """Run ``cmd`` with its output appended to ``run_dir/bench_train.log``; return its tally
+    (``bench_run.json``: wall time summed over interrupted invocations, status).
 
     Raises:
-        RuntimeError: naming the log when the command fails.
+        RunFailed: naming the log when the command fails.
     """
-    run_dir.mkdir(parents=True, exist_ok=True)
-    progress_path = run_dir / PROGRESS
-    progress = read_json(progress_path) if progress_path.is_file() else {}
-    before = float(progress.get("wall_s", 0.0))
-    progress.update(extra, command=cmd, invocations=int(progress.get("invocations", 0)) + 1)
-    progress.setdefault("started", now_iso())
-    start = last_write = time.time()
-    with open(run_dir / "bench_train.log", "a") as logf:
-        proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, cwd=ROOT)
-        try:
-            while proc.poll() is None:
-                time.sleep(1.0)
-                if time.time() - last_write > 30:
-                    last_write = time.time()
-                    write_json(dict(progress, wall_s=before + last_write - start), progress_path)
-        finally:
-            proc.wait()
-            progress["wall_s"] = round(before + time.time() - start, 1)
-            progress["status"] = "ok" if proc.returncode == 0 else f"exit {proc.returncode}"
-            progress["finished"] = now_iso()
-            write_json(progress, progress_path)
-    if proc.returncode != 0:
-        tail = (run_dir / "bench_train.log").read_text().splitlines()[-15:]
-        raise RuntimeError(
-            f"[accuracy] {' '.join(cmd[3:5])} failed (exit {proc.returncode}); log: "
-            f"{run_dir / 'bench_train.log'}\n" + "\n".join(tail)
-        )
-    return progress
+    label = f"[accuracy] {Path(cmd[3]).name if len(cmd) > 3 else cmd[-1]}"
+    return run_job(Job(cmd, run_dir, info=extra, label=label))
 
 
 def ensure_teacher(args, plan: Dict[str, Any]) -> Dict[str, Any]:
@@ -154,11 +102,11 @@ def ensure_teacher(args, plan: Dict[str, Any]) -> Dict[str, Any]:
         plan["recipe"], "--eval-only", f"train.init_checkpoint={ckpt}", f"train.output_dir={tdir}"
     )
     evaluate += [*plan["opts"], *dev]
+    record = dict(plan, dir=portable_path(tdir), checkpoint=portable_path(ckpt))
     if args.dry_run:
         print(("# (cached) " if ckpt.is_file() else "") + " ".join(train))
         print(("# (done) " if eval_result(tdir) else "") + " ".join(evaluate))
-        return dict(plan, checkpoint=str(ckpt))
-    record = dict(plan, checkpoint=str(ckpt))
+        return record
     if ckpt.is_file():
         log(f"reusing the teacher {ckpt}")
     else:
@@ -173,7 +121,7 @@ def ensure_teacher(args, plan: Dict[str, Any]) -> Dict[str, Any]:
         log("evaluating the teacher once")
         run_logged(evaluate, tdir, dict(role="teacher-eval"))
         result = eval_result(tdir)
-    record["metrics"] = read_metrics(result)
+    record["metrics"] = read_box_metrics(result)
     log(f"teacher AP {fmt_ap(record['metrics'])}")
     return record
 
@@ -226,7 +174,7 @@ def gains(methods: Dict[str, Any], teachers: Dict[str, Dict[str, Any]]) -> Dict[
         m["gap_closed"] = (
             m["gain_AP"] / gap if m["gain_AP"] is not None and gap and gap > 0 else None
         )
-    main_gap = gaps.get(TEACHER_RECIPE, next(iter(gaps.values()), None))
+    main_gap = gaps.get(MAIN_TEACHER, next(iter(gaps.values()), None))
     return dict(teacher_baseline_gap=main_gap, teacher_baseline_gaps=gaps)
 
 
@@ -253,8 +201,9 @@ def publish(result: Dict[str, Any], path: Path) -> Dict[str, Any]:
         recipes={**sched_old.get("recipes", {}), **sched.get("recipes", {})},
     )
     merged["seeds"] = sorted(set(old.get("seeds", [])) | set(result["seeds"]))
-    merged["not_implemented"] = {
-        k: v for k, v in result.get("not_implemented", {}).items() if k not in merged["methods"]
+    merged.pop("not_implemented", None)  # older files' name of "skipped"
+    merged["skipped"] = {
+        k: v for k, v in result.get("skipped", {}).items() if k not in merged["methods"]
     }
     merged.update(gains(merged["methods"], merged["teachers"]))
     write_json(merged, path)
@@ -302,7 +251,7 @@ def run_one(
     opts += [f"train.device={args.device}"] if args.device else []
     opts += [f"model.teacher.weights={teacher_ckpt}"] if info["distill"] else []
     method = METHODS[name]
-    fill = dict(teacher=teacher_ckpt, run_dir=str(run_dir), seed=seed)
+    fill = dict(recipe=method.recipe, teacher=teacher_ckpt, run_dir=str(run_dir), seed=seed)
     prepare = [sys.executable, *(a.format(**fill) for a in method.prepare)]
     if method.prepare and not args.smoke:
         opts += [o.format(**fill) for o in method.prepare_overrides]
@@ -320,7 +269,7 @@ def run_one(
         for c in ([prepare] if prepare else []) + [cmd]:
             print(("# (done) " if done else "") + " ".join(c))
         return None
-    record = dict(method=name, seed=seed, recipe=info["recipe"], output_dir=str(run_dir))
+    record = dict(method=name, seed=seed, recipe=info["recipe"], output_dir=portable_path(run_dir))
     record["max_iter"] = info["max_iter"]
     try:
         if done:
@@ -334,7 +283,7 @@ def run_one(
         eval_json = eval_result(run_dir)
         if eval_json is None:
             raise RuntimeError(f"[accuracy] {run_dir} has no evaluation after training")
-        record.update(status="ok", metrics=read_metrics(eval_json))
+        record.update(status="ok", metrics=read_box_metrics(eval_json))
         log(f"{name} seed {seed}: AP {fmt_ap(record['metrics'])}")
     except RuntimeError as e:
         print(e, file=sys.stderr)
@@ -347,7 +296,7 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--out", default=str(ROOT / "output" / "benchmarks" / "accuracy"))
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--methods", nargs="+", default=None, help="default: every METHODS entry")
+    ap.add_argument("--methods", nargs="+", default=None, help="default: every declared method")
     ap.add_argument("--device", default=None, help="cpu or cuda (default: the recipes' choice)")
     ap.add_argument("--schedule-scale", type=float, default=1.0, help="multiplies every max_iter")
     ap.add_argument("--smoke", action="store_true", help="tiny test recipes, a few iterations")
@@ -371,18 +320,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     out = Path(args.out).resolve()
     started, t0 = now_iso(), time.time()
     names = select_methods(args.methods, "accuracy")
-    skipped = {n: not_implemented_note(n) for n in names if not METHODS[n].implemented()}
+    skipped: Dict[str, str] = {}
     if args.smoke:
-        skipped.update(
-            {n: f"{n}: no smoke recipe" for n in names if n not in skipped and not METHODS[n].smoke}
-        )
-        skipped.update(
-            {
-                n: f"{n}: no smoke teacher for {METHODS[n].teacher}"
-                for n in names
-                if n not in skipped and METHODS[n].teacher != TEACHER_RECIPE
-            }
-        )
+        for n in names:
+            if not METHODS[n].smoke:
+                skipped[n] = f"{n}: no smoke recipe"
+            elif METHODS[n].teacher != MAIN_TEACHER:
+                skipped[n] = f"{n}: no smoke teacher for {METHODS[n].teacher}"
     for note in skipped.values():
         log(note)
     names = [n for n in names if n not in skipped]
@@ -396,36 +340,39 @@ def main(argv: Optional[List[str]] = None) -> int:
         infos[n] = dict(recipe=recipe, teacher=METHODS[n].teacher, **recipe_info(recipe))
         infos[n]["max_iter"] = iters(infos[n]["max_iter"])
     # The main teacher always (the table's reference row), then every other teacher a method names.
-    teacher_recipes = list(dict.fromkeys([TEACHER_RECIPE, *(infos[n]["teacher"] for n in names)]))
+    teacher_recipes = list(dict.fromkeys([MAIN_TEACHER, *(infos[n]["teacher"] for n in names)]))
     teachers: Dict[str, Dict[str, Any]] = {}
+    teacher_ckpts: Dict[str, str] = {}  # absolute, for the runs' overrides
     for key in teacher_recipes:
         t_recipe = TINY_TEACHER if args.smoke else key
         t_iters = iters(recipe_info(t_recipe)["max_iter"])
-        if args.teacher_dir and key == TEACHER_RECIPE:
-            t_dir = args.teacher_dir
-        elif args.smoke:
-            t_dir = str(out / "teacher")
-        else:
-            t_dir = teacher_cache_dir(t_recipe)
-            t_dir += f"-x{args.schedule_scale:g}" if args.schedule_scale != 1 else ""
         t_opts = [f"train.max_iter={t_iters}"] if args.smoke or args.schedule_scale != 1 else []
+        if args.teacher_dir and key == MAIN_TEACHER:
+            t_dir = Path(args.teacher_dir).resolve()
+        elif args.smoke:
+            t_dir = out / "teacher"
+        else:  # a scaled schedule is part of the cache key: its teacher has a folder of its own
+            t_dir = teacher_cache_dir(ROOT / t_recipe, t_opts)
         t_plan = dict(recipe=t_recipe, dir=t_dir, max_iter=t_iters, opts=t_opts)
-        needed = key == TEACHER_RECIPE or any(
+        teacher_ckpts[key] = str(t_dir / "model_final.pth")
+        needed = key == MAIN_TEACHER or any(
             infos[n]["distill"] and infos[n]["teacher"] == key for n in names
         )
-        if (args.collect or not needed) and not (Path(t_dir) / "model_final.pth").is_file():
+        if (args.collect or not needed) and not (t_dir / "model_final.pth").is_file():
             # --collect trains nothing; and when only teacher-free rows refer to it (HEAD's assist
             # row, TF-HEAD), their runs need no weights: their gap closed waits for the teacher.
             log(f"{key}: not trained yet ({'--collect' if args.collect else 'not needed'})")
-            teachers[key] = dict(recipe=t_recipe, dir=t_dir, max_iter=t_iters, metrics=None)
+            teachers[key] = dict(
+                recipe=t_recipe, dir=portable_path(t_dir), max_iter=t_iters, metrics=None
+            )
             continue
         try:
             record = ensure_teacher(args, t_plan)
-        except RuntimeError as e:
+        except RunFailed as e:
             print(e, file=sys.stderr)
             return 1
         teachers[key] = {k: v for k, v in record.items() if k != "opts"}
-    teacher = teachers[TEACHER_RECIPE]
+    teacher = teachers[MAIN_TEACHER]
 
     import torch
 
@@ -447,12 +394,12 @@ def main(argv: Optional[List[str]] = None) -> int:
         seeds=list(args.seeds),
         teacher=teacher,
         teachers=teachers,
-        not_implemented=skipped,
+        skipped=skipped,
     )
     runs: List[Dict[str, Any]] = []
     for name in names:
         for seed in args.seeds:
-            t_ckpt = teachers[infos[name]["teacher"]].get("checkpoint")
+            t_ckpt = teacher_ckpts[infos[name]["teacher"]]
             record = run_one(args, name, seed, infos[name], t_ckpt, out)
             if record is None:  # --dry-run, or --collect and not run yet
                 continue
@@ -480,7 +427,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     log(f"wrote {out / 'accuracy.json'} and {out / 'accuracy.png'}")
     if not args.smoke and not args.no_publish and not failures:
         publish(result, RESULTS_DIR / "accuracy.json")
-        log("merged into benchmarks/results/accuracy.json (render with benchmarks/render_tables.py)")
+        log(
+            "merged into benchmarks/results/accuracy.json (render with benchmarks/render_tables.py)"
+        )
     return 1 if failures else 0
 
 

@@ -40,11 +40,14 @@ RESULTS = ROOT / "benchmarks" / "results" / "teacher_ablation.json"
 ROWS: Dict[str, Tuple[str, Tuple[str, ...]]] = {
     "base": ("the v1 teacher recipe as it was (SGD lr 0.02, head without norm)", ()),
     "lr0.01": ("lr 0.01", ("optimizer.lr=0.01",)),
-    "lr0.005": ("lr 0.005 (linear scaling of Detectron2's 0.01 at batch 16)", ("optimizer.lr=0.005",)),
-    "head_gn": ("GroupNorm in the head towers", ("model.head.norm=GN",)),
-    "head_bn": ("BatchNorm per level in the head towers", ("model.head.norm=BN",)),
+    "lr0.005": (
+        "lr 0.005 (linear scaling of Detectron2's 0.01 at batch 16)",
+        ("optimizer.lr=0.005",),
+    ),
+    "head_gn": ("GroupNorm in the head towers", ("+model.head.norm=GN",)),
+    "head_bn": ("BatchNorm per level in the head towers", ("+model.head.norm=BN",)),
     "prior0.1": ("classifier bias prior 0.1 (was 0.01)", ("model.head.prior_prob=0.1",)),
-    "giou": ("GIoU box loss (was smooth-L1 with beta 0)", ("model.box_reg_loss_type=giou",)),
+    "giou": ("GIoU box loss (was smooth-L1 with beta 0)", ("+model.box_reg_loss_type=giou",)),
     "match0.3": (
         "anchor matcher IoU thresholds 0.3 / 0.4 (was 0.4 / 0.5)",
         ("model.anchor_matcher.thresholds=[0.3,0.4]",),
@@ -95,7 +98,9 @@ def main(argv: Optional[List[str]] = None) -> int:
             for n in todo
         ]
         print(f"[ablation] training {len(jobs)} rows, {args.jobs} at a time: {', '.join(todo)}")
-        run_jobs(jobs, args.jobs, on_done=lambda j, t, e: print(f"[ablation] {j.label}: {e or 'done'}"))
+        run_jobs(
+            jobs, args.jobs, on_done=lambda j, t, e: print(f"[ablation] {j.label}: {e or 'done'}")
+        )
     old = read_json(RESULTS) if RESULTS.is_file() else {}
     rows = dict(old.get("rows", {}))
     for n in names:
@@ -106,7 +111,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         rows[n] = dict(
             change=ROWS[n][0],
             overrides=list(ROWS[n][1]),
-            command="python " + " ".join(Path(c).relative_to(ROOT).as_posix() if c.startswith(str(ROOT)) else c for c in cmd[1:]),
+            command="python "
+            + " ".join(
+                Path(c).relative_to(ROOT).as_posix() if c.startswith(str(ROOT)) else c
+                for c in cmd[1:]
+            ),
             metrics=read_box_metrics(result),
         )
     data = dict(

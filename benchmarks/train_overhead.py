@@ -4,8 +4,9 @@
     python benchmarks/train_overhead.py [--methods mse fgd] [--coco-shapes] [--repeats N]
         [--device cpu|cuda] [--threads T] [--quick] [--out benchmarks/results/train_overhead.json]
 
-For each distillation method of ``METHODS`` (benchmarks/_common.py), measured side by side with
-interleaved repeats in one run, on the same batch and the same (randomly initialised) models:
+For each distillation method (every recipe declaring ``__benchmark__``, benchmarks/_common.py),
+measured side by side with interleaved repeats in one run (``d2kd.utils.timing``), on the same
+batch and the same (randomly initialised) models:
 
 - student step: the Distiller's student alone, loss + backward + SGD step;
 - teacher forward: the teacher's backbone and FPN,
@@ -43,15 +44,15 @@ from _common import (  # noqa: E402
     METHODS,
     RESULTS_DIR,
     ROOT,
-    hardware,
-    interleaved,
-    not_implemented_note,
     now_iso,
     select_methods,
-    summary,
-    write_json,
+    train_overhead_table,
 )
-from render_tables import train_overhead_table  # noqa: E402
+
+from d2kd.config import load_config  # noqa: E402
+from d2kd.utils.files import write_json  # noqa: E402
+from d2kd.utils.hardware import hardware  # noqa: E402
+from d2kd.utils.timing import summarize, time_interleaved  # noqa: E402
 
 MODES = ("teacher", "student", "kd")
 TARGET_RATIO = 1.10
@@ -89,14 +90,15 @@ def build(spec: Dict[str, Any]):
     """
     import torch
     from detectron2.config import LazyCall as L
-    from detectron2.config import LazyConfig, instantiate
+    from detectron2.config import instantiate
+    from detectron2.utils.registry import locate
 
     import d2kd.data  # noqa: F401  (registers the synthetic datasets)
-    import d2kd.distill
     from d2kd.distill import Distiller
-    cfg = LazyConfig.load(str(ROOT / spec["recipe"]))
+
+    cfg = load_config(str(ROOT / spec["recipe"]), owner="train_overhead")
     if spec.get("coco_terms"):
-        term = getattr(d2kd.distill, spec["coco_terms"])
+        term = locate(spec["coco_terms"])
         cfg.model.terms = {spec["method"]: L(term)(levels=["p3", "p4", "p5", "p6", "p7"])}
         cfg.model.weights = {spec["method"]: 1.0}
     torch.manual_seed(0)
@@ -225,30 +227,28 @@ def memory_in_subprocess(spec: Dict[str, Any]) -> Dict[str, Any]:
     return mem
 
 
-def custom_loop(recipe: str) -> bool:
-    """Whether a recipe replaces the trainer or drives its terms from hooks (DFAD's generator
-    steps, IKD's adversarial window): one Distiller step outside that loop is not its step."""
-    from detectron2.config import LazyConfig
+def why_not_measured(recipe: str) -> Optional[str]:
+    """None when one Distiller step of the recipe is its training step, else why not."""
+    from d2kd.distill import Distiller
 
-    train = LazyConfig.load(str(ROOT / recipe)).train
-    return train.get("trainer", None) is not None or bool(train.get("hooks", None))
+    cfg = load_config(str(ROOT / recipe), owner="train_overhead")
+    if cfg.model.get("_target_") is not Distiller:
+        return "a plain detector, nothing to distil"
+    if cfg.train.get("trainer", None) is not None or cfg.train.get("hooks", None):
+        # DFAD's generator steps, IKD's adversarial window: a Distiller step outside the loop
+        # is not its step.
+        return "its recipe runs its own loop (train.trainer or train.hooks); see its README"
+    return None
 
 
 def settings(args) -> List[Dict[str, Any]]:
-    """(method, kind, recipe, label) to measure, skipping what is not implemented."""
+    """(method, kind, recipe, label) to measure, skipping what one step cannot show."""
     out = []
     for name in select_methods(args.methods, "train_overhead"):
         m = METHODS[name]
-        if name == "baseline":
-            continue
-        if not m.implemented():
-            print(f"[train_overhead] {not_implemented_note(name)}")
-            continue
-        if custom_loop(m.recipe):
-            print(
-                f"[train_overhead] {name}: its recipe runs its own loop (train.trainer or "
-                "train.hooks); its step costs are in its project README"
-            )
+        why = why_not_measured(m.recipe)
+        if why:
+            print(f"[train_overhead] {name}: {why}")
             continue
         base = dict(method=name, device=args.device, threads=args.threads)
         if args.quick:
@@ -271,10 +271,10 @@ def measure(spec: Dict[str, Any], repeats: int, memory: bool) -> Dict[str, Any]:
     model, batch, shape = build(spec)
     fns = step_fns(model, batch)
     with EventStorage(0):
-        times = interleaved(fns, repeats, spec["device"])
+        times = time_interleaved(fns, repeats, warmup=1, device=spec["device"])
     del model, batch, fns
     gc.collect()
-    med = {m: summary(times[m]) for m in MODES}
+    med = {m: summarize(times[m]) for m in MODES}
     prefix = "COCO shapes, " if spec["kind"] == "coco" else ""
     row = dict(
         method=spec["method"],
@@ -282,9 +282,9 @@ def measure(spec: Dict[str, Any], repeats: int, memory: bool) -> Dict[str, Any]:
         recipe=spec["recipe"],
         setting=f"{prefix}{spec['label']}, {shape}",
         batch=shape,
-        student_s=med["student"]["median"],
-        teacher_s=med["teacher"]["median"],
-        kd_s=med["kd"]["median"],
+        student_s=med["student"]["p50_ms"] / 1e3,
+        teacher_s=med["teacher"]["p50_ms"] / 1e3,
+        kd_s=med["kd"]["p50_ms"] / 1e3,
         timings=med,
     )
     row["ratio"] = row["kd_s"] / (row["student_s"] + row["teacher_s"])

@@ -1,6 +1,9 @@
-"""Every recipe loads and builds; COCO recipes are built without weights or data."""
+"""Every recipe loads and builds; COCO recipes are built without weights or data; every
+synthetic-scale recipe trains 20 iterations and logs exactly the losses it must, all finite."""
 
 import glob
+import json
+import math
 import os
 
 import pytest
@@ -92,9 +95,62 @@ def adversarial_copies(path, folder, teacher):
     ]
 
 
+# The losses each synthetic recipe must log (Detectron2's metrics.json): the student's own
+# detection losses and each KD term's keys (listed in the terms' docstrings).
+RETINANET = {"loss_cls", "loss_box_reg"}
+FASTER_RCNN = {"loss_cls", "loss_box_reg", "loss_rpn_cls", "loss_rpn_loc"}
+LSHL2 = {"loss_lshfm_l2", "loss_lshfm_lsh"}
+ASSIST = {"loss_assist_cls", "loss_assist_box_reg"}
+AKD = {"loss_akd_fc6", "loss_akd_fc7"}
+
+
+def p3_p7(prefix: str) -> set:
+    return {f"{prefix}_p{i}" for i in range(3, 8)}
+
+
+EXPECTED_LOSSES = {
+    "quickstart/mse_R18_from_R18w.py": RETINANET | p3_p7("loss_mse"),
+    "fgd/retinanet_R18_from_R18w_synth.py": RETINANET | p3_p7("loss_fgd"),
+    "lshfm/retinanet_R18_from_R18w_synth_lshl2.py": RETINANET | LSHL2,
+    "lshfm/retinanet_R18_from_R18w_synth_l2.py": RETINANET | {"loss_lshfm_l2"},
+    "lshfm/retinanet_R18_from_R18w_synth_lsh.py": RETINANET | {"loss_lshfm_lsh"},
+    "lshfm/faster_rcnn_R18_from_R18w_synth_lshl2.py": FASTER_RCNN | LSHL2,
+    "head/retinanet_R18_from_R18w_synth_akd_ckd.py": RETINANET | ASSIST | AKD | {"loss_ckd"},
+    "head/retinanet_R18_from_R18w_synth_akd.py": RETINANET | ASSIST | AKD,
+    "head/retinanet_R18_from_R18w_synth_assist.py": RETINANET | ASSIST,
+    "head/retinanet_R18_tf_head_synth.py": RETINANET | ASSIST | {"loss_ckd"},
+    "ikd/retinanet_R18_from_R18w_synth_offline.py": (
+        RETINANET | p3_p7("loss_fgd") | p3_p7("loss_ikd_adv")
+    ),
+    "ikd/retinanet_R18_from_R18w_synth_online.py": (
+        RETINANET | p3_p7("loss_fgd") | p3_p7("loss_ikd_adv")
+    ),
+    # student_losses=False: the discrepancy is the student's only loss.
+    "dfad/retinanet_R18_from_R18w_synth.py": {"loss_dfad_cls", "loss_dfad_box"},
+    "dfad/retinanet_R18_from_R18w_synth_real.py": {"loss_dfad_cls", "loss_dfad_box"},
+}
+
+
+def recipe_key(path: str) -> str:
+    return os.path.relpath(path, os.path.join(ROOT, "configs")).replace(os.sep, "/")
+
+
 def test_synthetic_recipes_are_found():
     names = {os.path.basename(p) for p in SYNTH_DISTILL}
     assert {"mse_R18_from_R18w.py", "retinanet_R18_from_R18w_synth.py"} <= names
+    missing = sorted({recipe_key(p) for p in SYNTH_DISTILL} - set(EXPECTED_LOSSES))
+    assert not missing, f"add the losses these recipes must log to EXPECTED_LOSSES: {missing}"
+
+
+def logged_losses(run_dir) -> dict:
+    """Loss key -> every value Detectron2's JSONWriter wrote to ``run_dir/metrics.json``."""
+    values: dict = {}
+    with open(os.path.join(str(run_dir), "metrics.json")) as f:
+        for line in f:
+            for key, value in json.loads(line).items():
+                if key.startswith("loss_"):
+                    values.setdefault(key, []).append(value)
+    return values
 
 
 @pytest.mark.parametrize("path", SYNTH_DISTILL, ids=lambda p: os.path.relpath(p, ROOT))
@@ -110,3 +166,10 @@ def test_synthetic_recipe_trains_20_iterations(path, tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (out / "model_final.pth").exists()
+    logged = logged_losses(out)
+    expected = EXPECTED_LOSSES[recipe_key(path)]
+    assert (
+        set(logged) == expected
+    ), f"missing {sorted(expected - set(logged))}, unexpected {sorted(set(logged) - expected)}"
+    bad = {k: v for k, v in logged.items() if not all(math.isfinite(x) for x in v)}
+    assert not bad, f"non-finite losses logged: {bad}"

@@ -21,3 +21,6 @@ lr_multiplier = L(warmup_multistep)(
     max_iter="${train.max_iter}", steps=(0.75, 0.9), warmup_iters=100 * K
 )
 train.output_dir = "./output/dfad/retinanet_R18_from_R18w_synth_real"
+
+# This recipe's row in the benchmarks (its order: benchmarks/README.md, "Methods").
+__benchmark__ = dict(name="dfad_real", order=61)

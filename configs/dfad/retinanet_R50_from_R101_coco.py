@@ -7,36 +7,26 @@
 # generated images (2 per GPU on 8 GPUs). The paper has no detection setting: the budget and
 # the schedule follow its 128 px Caltech/segmentation runs (300 "epochs" of 50 iterations, both
 # learning rates x0.1 every 100 epochs).
-import copy
-
 from detectron2.config import LazyCall as L
 from detectron2.model_zoo import get_config
-from detectron2.modeling.backbone import ResNet
 
 from d2kd.data import NoiseLoader
-from d2kd.distill.terms.dfad import DFADTerm
 from d2kd.distill import Distiller, Teacher
+from d2kd.distill.terms.dfad import DFADTerm
 from d2kd.engine import DFADTrainer, GeneratorStep
 from d2kd.engine.lr import warmup_multistep
 from d2kd.modeling import GeneratorB
 
 from ..common.coco_schedule import dataloader, optimizer, train
+from ..common.models.retinanet_r101 import COCO_WEIGHTS
+from ..common.models.retinanet_r101 import model as teacher
 
 K = 5  # DFAD's 5 student steps per generator step
 
 student = get_config("common/models/retinanet.py").model
-teacher = copy.deepcopy(student)
-teacher.backbone.bottom_up.stages = L(ResNet.make_default_stages)(
-    depth=101, stride_in_1x1=True, norm="FrozenBN"
-)
-teacher.pixel_std = [1.0, 1.0, 1.0]  # MSRA-initialised zoo models
 model = L(Distiller)(
     student=student,
-    teacher=L(Teacher)(
-        model=teacher,
-        weights="detectron2://COCO-Detection/retinanet_R_101_FPN_3x/190397697/"
-        "model_final_971ab9.pkl",
-    ),
+    teacher=L(Teacher)(model=teacher, weights=COCO_WEIGHTS),
     terms={"dfad": L(DFADTerm)()},  # class logits + box deltas over all anchors
     student_losses=False,
 )

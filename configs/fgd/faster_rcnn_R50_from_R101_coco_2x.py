@@ -5,16 +5,14 @@
 import copy
 
 from detectron2.config import LazyCall as L
-from detectron2.model_zoo import get_config
 
 from d2kd.distill import Distiller, Teacher
 from d2kd.distill.terms.fgd import FGDTerm
 from d2kd.losses.fgd import RCNN_HPARAMS
 
 from ..common.coco_schedule import dataloader, lr_multiplier, optimizer, train
+from ..common.models.faster_rcnn_fpn import model as student
 
-student = get_config("common/models/mask_rcnn_fpn.py").model
-student.roi_heads.update(mask_in_features=None, mask_pooler=None, mask_head=None)
 teacher = copy.deepcopy(student)
 teacher.backbone.bottom_up.stages.depth = 101
 

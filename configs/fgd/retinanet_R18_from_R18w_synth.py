@@ -14,3 +14,14 @@ model.terms = {"fgd": L(FGDTerm)(levels=["p3", "p4", "p5", "p6", "p7"])}
 model.weights = {"fgd": 1.0}
 train.clip_grad = dict(max_norm=35)  # as the official FGD configs
 train.output_dir = "./output/fgd/retinanet_R18_from_R18w_synth"
+
+# This recipe's row in the benchmarks (its order: benchmarks/README.md, "Methods").
+__benchmark__ = dict(
+    name="fgd",
+    order=20,
+    smoke="tests/configs/tiny_fgd.py",
+    coco={
+        "RetinaNet R50 <- R101": "./retinanet_R50_from_R101_coco_2x.py",
+        "Faster R-CNN R50 <- R101": "./faster_rcnn_R50_from_R101_coco_2x.py",
+    },
+)

@@ -9,5 +9,5 @@ from .retinanet_MNv2_from_R50_faster_coco_1x import (
     train,
 )
 
-without_ckd(model)
 train.output_dir = "./output/head/retinanet_MNv2_from_R50_faster_coco_1x_akd"
+without_ckd(model)

@@ -10,5 +10,5 @@ from .retinanet_MNv2_from_R50_faster_coco_1x import (
     train,
 )
 
-assistant_only(model)
 train.output_dir = "./output/head/retinanet_MNv2_from_R50_faster_coco_1x_assist"
+assistant_only(model)

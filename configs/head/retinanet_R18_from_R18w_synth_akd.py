@@ -11,5 +11,8 @@ from .retinanet_R18_from_R18w_synth_akd_ckd import (
     train,
 )
 
-without_ckd(model)
 train.output_dir = "./output/head/retinanet_R18_from_R18w_synth_akd"
+without_ckd(model)
+
+# This recipe's row in the benchmarks (its order: benchmarks/README.md, "Methods").
+__benchmark__ = dict(name="head_akd", order=41, teacher="../quickstart/faster_rcnn_R18w_teacher.py")

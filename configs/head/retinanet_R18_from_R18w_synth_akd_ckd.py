@@ -39,3 +39,8 @@ model = L(Distiller)(
 )
 train.clip_grad = dict(max_norm=20)  # HEAD's schedule_1x
 train.output_dir = "./output/head/retinanet_R18_from_R18w_synth_akd_ckd"
+
+# This recipe's row in the benchmarks (its order: benchmarks/README.md, "Methods").
+__benchmark__ = dict(
+    name="head_akd_ckd", order=42, teacher="../quickstart/faster_rcnn_R18w_teacher.py"
+)

@@ -10,5 +10,10 @@ from .retinanet_R18_from_R18w_synth_akd_ckd import (
     train,
 )
 
-assistant_only(model)
 train.output_dir = "./output/head/retinanet_R18_from_R18w_synth_assist"
+assistant_only(model)
+
+# This recipe's row in the benchmarks (its order: benchmarks/README.md, "Methods").
+__benchmark__ = dict(
+    name="head_assist", order=40, teacher="../quickstart/faster_rcnn_R18w_teacher.py"
+)

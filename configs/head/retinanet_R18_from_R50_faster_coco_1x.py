@@ -7,18 +7,16 @@
 # stem.conv1's input channels to BGR, and pass train.init_checkpoint=/path/to/r18.pkl).
 import detectron2.data.transforms as T
 from detectron2.config import LazyCall as L
-from detectron2.model_zoo import get_config
 
 from d2kd.distill import Distiller, LinearWarmup, Teacher
 from d2kd.distill.terms.head import HEADTerm
 from d2kd.engine.lr import warmup_multistep
 
 from ..common.coco_schedule import dataloader, optimizer, train
+from ..common.models.faster_rcnn_fpn import model as teacher
 from ..common.models.retinanet_r18 import model as student
 
 student.pixel_std = [57.375, 57.120, 58.395]  # ImageNet weights from torchvision (BGR order)
-teacher = get_config("common/models/mask_rcnn_fpn.py").model
-teacher.roi_heads.update(mask_in_features=None, mask_pooler=None, mask_head=None)
 
 TEACHER_WEIGHTS = (
     "detectron2://COCO-Detection/faster_rcnn_R_50_FPN_3x/137849458/model_final_280758.pkl"

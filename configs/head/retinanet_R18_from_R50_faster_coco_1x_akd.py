@@ -8,5 +8,5 @@ from .retinanet_R18_from_R50_faster_coco_1x import (
     train,
 )
 
-without_ckd(model)
 train.output_dir = "./output/head/retinanet_R18_from_R50_faster_coco_1x_akd"
+without_ckd(model)

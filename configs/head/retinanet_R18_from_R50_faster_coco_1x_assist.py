@@ -9,5 +9,5 @@ from .retinanet_R18_from_R50_faster_coco_1x import (
     train,
 )
 
-assistant_only(model)
 train.output_dir = "./output/head/retinanet_R18_from_R50_faster_coco_1x_assist"
+assistant_only(model)

@@ -12,5 +12,5 @@ from .retinanet_R18_from_R50_faster_coco_1x import (
     train,
 )
 
-tf_head(model, warmup_iters=2000)
 train.output_dir = "./output/head/retinanet_R18_tf_head_coco_1x"
+tf_head(model, warmup_iters=2000)

@@ -13,5 +13,8 @@ from .retinanet_R18_from_R18w_synth_akd_ckd import (
     train,
 )
 
-tf_head(model, warmup_iters=100)
 train.output_dir = "./output/head/retinanet_R18_tf_head_synth"
+tf_head(model, warmup_iters=100)
+
+# This recipe's row in the benchmarks (its order: benchmarks/README.md, "Methods").
+__benchmark__ = dict(name="tf_head", order=43, teacher="../quickstart/faster_rcnn_R18w_teacher.py")

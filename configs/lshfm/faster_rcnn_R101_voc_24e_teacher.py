@@ -14,11 +14,10 @@ from detectron2.model_zoo import get_config
 
 from d2kd.engine.lr import warmup_multistep
 
+from ..common.models.faster_rcnn_fpn import model
 from ..common.optim import SGD as optimizer
 from ..common.train import train
 
-model = get_config("common/models/mask_rcnn_fpn.py").model
-model.roi_heads.update(mask_in_features=None, mask_pooler=None, mask_head=None)
 model.roi_heads.num_classes = 20
 model.backbone.bottom_up.stages.depth = 101
 # torchvision's RPN (the official code) keeps 4000 / 2000 boxes per level before NMS.

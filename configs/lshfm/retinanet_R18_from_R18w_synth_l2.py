@@ -4,3 +4,6 @@ from .retinanet_R18_from_R18w_synth_lshl2 import dataloader, lr_multiplier, mode
 
 model.terms["lshfm"].mode = "l2"
 train.output_dir = "./output/lshfm/retinanet_R18_from_R18w_synth_l2"
+
+# This recipe's row in the benchmarks (its order: benchmarks/README.md, "Methods").
+__benchmark__ = dict(name="lshfm_l2", order=31)

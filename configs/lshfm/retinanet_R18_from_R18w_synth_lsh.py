@@ -5,3 +5,6 @@ from .retinanet_R18_from_R18w_synth_lshl2 import dataloader, lr_multiplier, mode
 
 model.terms["lshfm"].mode = "lsh"
 train.output_dir = "./output/lshfm/retinanet_R18_from_R18w_synth_lsh"
+
+# This recipe's row in the benchmarks (its order: benchmarks/README.md, "Methods").
+__benchmark__ = dict(name="lshfm_lsh", order=32)

@@ -21,3 +21,6 @@ model.weights = {"lshfm": 1.0}  # beta lives in the term, as the paper writes th
 # minimiser, so we clip at FGD's 35 as a guard that leaves ordinary steps untouched.
 train.clip_grad = dict(max_norm=35)
 train.output_dir = "./output/lshfm/retinanet_R18_from_R18w_synth_lshl2"
+
+# This recipe's row in the benchmarks (its order: benchmarks/README.md, "Methods").
+__benchmark__ = dict(name="lshfm_lshl2", order=30, smoke="tests/configs/tiny_lshfm_retinanet.py")

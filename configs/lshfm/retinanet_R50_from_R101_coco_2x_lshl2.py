@@ -2,8 +2,6 @@
 # tower (D = 2304; beta 7, 4096 hash functions, locations with a foreground anchor), the shared
 # COCO 2x schedule. The official repository has no COCO recipe; its VOC values are used unchanged.
 # Teacher weights: Detectron2's model zoo RetinaNet R101-FPN 3x (downloaded by the recipe).
-import copy
-
 from detectron2.config import LazyCall as L
 from detectron2.model_zoo import get_config
 
@@ -11,19 +9,13 @@ from d2kd.distill import Distiller, Teacher
 from d2kd.distill.terms.mimic import RetinaNetMimicTerm
 
 from ..common.coco_schedule import dataloader, lr_multiplier, optimizer, train
+from ..common.models.retinanet_r101 import COCO_WEIGHTS
+from ..common.models.retinanet_r101 import model as teacher
 
 student = get_config("common/models/retinanet.py").model
-teacher = copy.deepcopy(student)
-teacher.backbone.bottom_up.stages.depth = 101
-
 model = L(Distiller)(
     student=student,
-    teacher=L(Teacher)(
-        model=teacher,
-        weights=(
-            "detectron2://COCO-Detection/retinanet_R_101_FPN_3x/190397697/model_final_971ab9.pkl"
-        ),
-    ),
+    teacher=L(Teacher)(model=teacher, weights=COCO_WEIGHTS),
     terms={"lshfm": L(RetinaNetMimicTerm)(mode="lshl2", beta=7.0, hash_num=4096, mask="fg")},
     weights={"lshfm": 1.0},
 )

@@ -18,3 +18,13 @@ model = L(Distiller)(
     weights={"mse": 1.0},
 )
 train.output_dir = "./output/quickstart/mse"
+
+# This recipe's row in the benchmarks (its order: benchmarks/README.md, "Methods"). MSE has no
+# COCO recipe: train_overhead.py --coco-shapes times it on FGD's, with this term on P3-P7.
+__benchmark__ = dict(
+    name="mse",
+    order=10,
+    smoke="tests/configs/tiny_distill.py",
+    coco={"RetinaNet R50 <- R101": "../fgd/retinanet_R50_from_R101_coco_2x.py"},
+    coco_terms="d2kd.distill.terms.feature_mse.FeatureMSETerm",
+)

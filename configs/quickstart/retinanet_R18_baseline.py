@@ -14,3 +14,6 @@ train.output_dir = "./output/quickstart/baseline"
 lr_multiplier = L(warmup_multistep)(
     max_iter="${train.max_iter}", steps=(0.75, 0.9), warmup_iters=100
 )
+
+# This recipe's row in the benchmarks (its order: benchmarks/README.md, "Methods").
+__benchmark__ = dict(name="baseline", order=0, smoke="tests/configs/tiny_plain.py")

@@ -14,9 +14,11 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+import _common  # noqa: E402
 import accuracy_suite  # noqa: E402
 import loss_cost  # noqa: E402
 import render_tables  # noqa: E402
+import torch  # noqa: E402
 import train_overhead  # noqa: E402
 
 
@@ -26,22 +28,13 @@ def one_thread(monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
 
 
-@pytest.fixture
-def ghost_method(monkeypatch):
-    """A registry row whose recipe does not exist (a method not implemented yet)."""
-    from _common import METHODS, Method
-
-    monkeypatch.setitem(METHODS, "ghost", Method("configs/ghost/none.py", issue="none"))
-    return "ghost"
-
-
-def test_accuracy_suite_smoke_runs_then_resumes(tmp_path, capsys, ghost_method):
+def test_accuracy_suite_smoke_runs_then_resumes(tmp_path, capsys):
     out = tmp_path / "acc"
-    argv = ["--smoke", "--seeds", "0", "--methods", "baseline", "mse", ghost_method]
+    argv = ["--smoke", "--seeds", "0", "--methods", "baseline", "mse", "lshfm_l2"]
     argv += ["--out", str(out)]
     assert accuracy_suite.main(argv) == 0
     printed = capsys.readouterr().out
-    assert "ghost: not implemented yet" in printed
+    assert "lshfm_l2: no smoke recipe" in printed
     assert "| baseline | 2 | 1 |" in printed and "| mse | 2 | 1 |" in printed
 
     data = json.loads((out / "accuracy.json").read_text())
@@ -56,7 +49,8 @@ def test_accuracy_suite_smoke_runs_then_resumes(tmp_path, capsys, ghost_method):
         "mse": 2,
     }
     assert {"platform", "cpu_count", "torch", "device"} <= set(data["hardware"])
-    assert "ghost" in data["not_implemented"]
+    assert "lshfm_l2" in data["skipped"]
+    assert data["runs"][1]["output_dir"] == str(out / "mse" / "seed0")  # outside the repo
     assert (out / "accuracy.png").stat().st_size > 1000
     assert (out / "mse" / "seed0" / "model_final.pth").is_file()
 
@@ -104,21 +98,36 @@ def test_train_overhead_quick(tmp_path, capsys):
     assert all(v >= 0 for v in row["memory"].values())
 
 
-def test_loss_cost_names_a_loss_it_cannot_measure(monkeypatch, capsys, tmp_path):
-    monkeypatch.setitem(loss_cost.LOSSES, "ghost", ("d2kd.losses.ghost", None))
-    assert loss_cost.available("ghost") == "ghost: not implemented yet (d2kd.losses.ghost missing)"
+def test_loss_cost_finds_the_terms_probes_and_names_those_without(monkeypatch):
+    from d2kd.distill.term import QUICK_SHAPES, KDTerm, ProbeInputs
+    from d2kd.distill.terms.feature_mse import FeatureMSETerm
+    from d2kd.distill.terms.mimic import MimicTermBase, RCNNMimicTerm, RetinaNetMimicTerm
+
+    class GhostTerm(KDTerm):
+        """A term without a cost probe."""
+
+    classes = [GhostTerm, RCNNMimicTerm, RetinaNetMimicTerm, MimicTermBase, FeatureMSETerm]
+    monkeypatch.setattr(loss_cost, "term_classes", lambda: classes)
+    probes, without = loss_cost.discover_probes(ProbeInputs.synthetic(QUICK_SHAPES))
+    assert without == ["GhostTerm"]
+    # LSHFM's probes come from its base class, once; rows follow the methods' table order.
+    assert list(probes) == ["mse", "lshfm_lshl2", "lshfm_l2", "lshfm_lsh"]
+    loss = probes["mse"]()
+    loss.backward()
+    assert loss.ndim == 0 and torch.isfinite(loss)
 
 
 def test_loss_cost_quick_and_render(tmp_path, capsys):
     out = tmp_path / "res" / "loss_cost.json"
     assert loss_cost.main(["--quick", "--out", str(out)]) == 0
     data = json.loads(out.read_text())
-    expected = [n for n in loss_cost.LOSSES if loss_cost.available(n) is None]
-    assert {"mse", "fgd", "lshfm_lshl2", "head_akd"} <= set(expected)
-    assert [r["term"] for r in data["rows"]] == expected
-    assert all(r["total_ms"] > 0 for r in data["rows"])
-    assert data["fgd_vs_reference"]["rows"], "the FGD vectorised-vs-reference comparison ran"
-    assert (out.parent / "fgd_loss_speed.json").is_file()
+    rows = [r["term"] for r in data["rows"]]
+    assert rows[:2] == ["mse", "fgd"] and {"lshfm_lshl2", "lshfm_l2", "lshfm_lsh", "dfad"} <= set(
+        rows
+    )
+    assert all(r["total_ms"] > 0 and r["forward_ms"] > 0 for r in data["rows"])
+    assert data["shapes"]["channels"] == 32 and data["repeats"] == 2
+    assert "HEADTerm" in data["no_probe"] and "HEADTerm: no cost probe" in capsys.readouterr().out
 
     readme = tmp_path / "README.md"
     readme.write_text("<!-- d2kd:table loss_cost -->\n<!-- d2kd:end loss_cost -->\n")
@@ -204,8 +213,9 @@ def test_render_tables_errors_name_the_problem(repo, capsys):
     assert render_tables.main(["--root", str(repo), "--check"]) == 1
     assert "unknown table 'nope'" in capsys.readouterr().err
     readme.write_text("<!-- d2kd:table train_overhead -->\n<!-- d2kd:end train_overhead -->\n")
-    assert render_tables.main(["--root", str(repo)]) == 1
-    assert "train_overhead.json, which is missing" in capsys.readouterr().err
+    missing = ["--json", f"train_overhead={repo / 'nope.json'}"]
+    assert render_tables.main(["--root", str(repo), *missing]) == 1
+    assert "nope.json, which is missing" in capsys.readouterr().err
     readme.write_text("x\n<!-- d2kd:table accuracy -->\nno end marker\n")
     assert render_tables.main(["--root", str(repo)]) == 1
     assert "README.md:2: '<!-- d2kd:table accuracy -->' has no" in capsys.readouterr().err
@@ -236,9 +246,133 @@ def test_publish_merges_methods_and_measures_gaps_against_each_methods_teacher(t
     assert merged["schedule"]["max_iter"]["mse"] == 1000
     assert merged["methods"]["head_assist"]["gap_closed"] == pytest.approx(0.5)  # 2 of 24 - 20
     assert json.loads(path.read_text())["methods"]["head_assist"]["gain_AP"] == pytest.approx(2.0)
-    table = render_tables.accuracy_table(merged, ["head_assist"])
+    table = _common.accuracy_table(merged, ["head_assist"])
     assert "| teacher (faster_rcnn_R18w_teacher) | 1500 |" in table
     assert "retinanet_R18w_teacher" not in table
+
+
+ABLATION = dict(
+    benchmark="teacher_ablation",
+    recipe="configs/quickstart/ablation/retinanet_R18w_teacher_v1.py",
+    iters=600,
+    batch=8,
+    hardware=dict(device="cpu", cpu="Test CPU", cpu_count=2, torch="2.x", torch_threads=1),
+    finished="2026-12-02T10:00:00+0000",
+    rows=dict(
+        base=dict(change="as it was", overrides=[], metrics=dict(AP=5.0, AP50=10.0, APs=4.0)),
+        head_gn=dict(
+            change="GroupNorm | in the head",
+            overrides=["model.head.norm=GN"],
+            metrics=dict(AP=7.25, AP50=14.0, APs=6.0, APm=9.0),
+        ),
+    ),
+)
+
+
+def test_render_tables_fills_benchmarks_readme_and_waits_for_missing_json(repo, capsys):
+    """benchmarks/README.md is rendered too; a table whose JSON does not exist yet says so (and
+    --check then flags it once the JSON appears)."""
+    readme = repo / "benchmarks" / "README.md"
+    readme.write_text(
+        "# B\n\n<!-- d2kd:table teacher_ablation -->\n<!-- d2kd:end teacher_ablation -->\n"
+    )
+    root = ["--root", str(repo)]
+    assert render_tables.main(root) == 0
+    assert "_Not measured yet: `python benchmarks/teacher_ablation.py` writes" in readme.read_text()
+    assert render_tables.main(root + ["--check"]) == 0
+    (repo / "benchmarks" / "results" / "teacher_ablation.json").write_text(json.dumps(ABLATION))
+    assert render_tables.main(root + ["--check"]) == 1
+    assert render_tables.main(root) == 0
+    text = readme.read_text()
+    assert "| row | change | AP | AP50 | APs | APm | ΔAP vs base |" in text
+    assert "| base | as it was | 5.0 | 10.0 | 4.0 | — | — |" in text
+    assert "| head_gn | GroupNorm \\| in the head | 7.2 | 14.0 | 6.0 | 9.0 | +2.2 |" in text
+    assert "after 600 iterations at batch 8" in text and "retinanet_R18w_teacher_v1.py" in text
+    assert "Test CPU, 2 cores" in text and "torch threads" not in text
+
+
+def test_methods_are_read_from_the_recipes_in_table_order():
+    names = list(_common.METHODS)
+    assert names[:3] == ["baseline", "mse", "fgd"]
+    families = [n.split("_")[0] for n in names]
+    order = ["baseline", "mse", "fgd", "lshfm", "head", "tf", "ikd", "dfad"]
+    assert sorted(families, key=order.index) == families
+    fgd = _common.METHODS["fgd"]
+    assert fgd.recipe == "configs/fgd/retinanet_R18_from_R18w_synth.py"
+    assert fgd.smoke == "tests/configs/tiny_fgd.py" and len(fgd.coco) == 2
+    assert _common.METHODS["head_akd"].teacher == "configs/quickstart/faster_rcnn_R18w_teacher.py"
+    assert _common.METHODS["lshfm_l2"].teacher == _common.MAIN_TEACHER
+
+
+def write_recipe(root, rel, text):
+    path = root / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+
+
+def test_discovery_sorts_declarations_and_validates_them(tmp_path):
+    write_recipe(tmp_path, "tests/configs/tiny.py", "")
+    write_recipe(tmp_path, "configs/b/late.py", "x = 1\n__benchmark__ = {'name': 'late'}\n")
+    write_recipe(tmp_path, "configs/a/second.py", "__benchmark__ = dict(name='two', order=2)\n")
+    write_recipe(
+        tmp_path,
+        "configs/c/first.py",
+        "__benchmark__ = dict(name='one', order=1, smoke='tests/configs/tiny.py',\n"
+        "    prepare=['tools/x.py', '{recipe}'], coco={'R50': '../b/late.py'})\n",
+    )
+    write_recipe(tmp_path, "configs/common/models/none.py", "model = dict()\n")
+    found = _common.discover_methods(tmp_path)
+    assert list(found) == ["one", "two", "late"]
+    one = found["one"]
+    assert one.recipe == "configs/c/first.py" and one.prepare == ("tools/x.py", "{recipe}")
+    assert one.coco == (("R50", "configs/b/late.py"),) and one.teacher == _common.MAIN_TEACHER
+
+    bad = {
+        "{'name': 'x', 'smoek': 'a.py'}": "unknown key\\(s\\) \\['smoek'\\]",
+        "{'order': 3}": "needs a 'name'",
+        "{'name': 'x', 'order': '3'}": "\\['order'\\] must be",
+        "{'name': 'x', 'smoke': 'tests/configs/none.py'}": "names tests/configs/none.py, which",
+        "dict(name=x)": "must be a literal dict",
+        "dict(**other)": "must be a literal dict",
+        "['x']": "must be a dict, got list",
+        "{'name': 'two'}": "configs/a/second.py and configs/z/bad.py both declare the method 'two'",
+    }
+    for text, message in bad.items():
+        write_recipe(tmp_path, "configs/z/bad.py", f"__benchmark__ = {text}\n")
+        with pytest.raises(ValueError, match=message):
+            _common.discover_methods(tmp_path)
+
+
+def test_result_paths_are_portable(monkeypatch, tmp_path):
+    monkeypatch.setenv("D2KD_CACHE", str(tmp_path / "cache"))
+    assert _common.portable_path(_common.ROOT / "output" / "x" / "seed0") == "output/x/seed0"
+    cached = tmp_path / "cache" / "teachers" / "t-1" / "model_final.pth"
+    assert _common.portable_path(cached) == "$D2KD_CACHE/teachers/t-1/model_final.pth"
+    assert _common.portable_path(tmp_path / "elsewhere") == str(tmp_path / "elsewhere")
+
+
+def test_committed_results_hold_no_machine_paths():
+    for path in (_common.ROOT / "benchmarks" / "results").glob("*.json"):
+        text = path.read_text()
+        assert '"/' not in text, f"{path.name} holds an absolute path"
+
+
+def test_benchmarks_import_the_library_not_each_other_or_the_tests():
+    """Shared code lives in d2kd/ (or benchmarks/_common.py); a runner never imports another
+    runner, and nothing here reaches into tests/."""
+    import ast
+
+    runners = {p.stem for p in (_common.ROOT / "benchmarks").glob("*.py")} - {"_common"}
+    for path in (_common.ROOT / "benchmarks").glob("*.py"):
+        tree = ast.parse(path.read_text())
+        imported = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                imported |= {a.name.split(".")[0] for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                imported.add(node.module.split(".")[0])
+        assert not imported & runners, f"{path.name} imports {sorted(imported & runners)}"
+        assert '"tests"' not in path.read_text(), f"{path.name} reaches into tests/"
 
 
 def test_committed_readme_tables_match_their_json(capsys):

@@ -1,4 +1,4 @@
-"""Slow reference of the FGD loss, straight from the paper's equations (test/benchmark helper).
+"""Slow reference of the FGD loss, straight from the paper's equations (a test helper).
 
 Loops over images and boxes (like the official code's per-box loop), full-size elementwise
 products and plain sums; nothing is vectorised or fused, so it checks ``d2kd.losses.fgd``

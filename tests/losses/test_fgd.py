@@ -291,6 +291,44 @@ def test_loss_and_gradients_match_reference(official):
         assert_rel(grads[k], f.grad)
 
 
+@pytest.mark.parametrize("boxes_per_image", [5, 30])
+def test_fpn_p3_p7_matches_reference_at_benchmark_layout(boxes_per_image):
+    """The whole loss over P3-P7 (strides 8..128) of a padded two-image batch, the layout
+    benchmarks/loss_cost.py times (its quick shapes), with non-trivial GcBlocks: losses, masks
+    and student gradients equal the loop reference (this check ran inside the retired
+    fgd_loss_speed benchmark before)."""
+    from dataclasses import replace
+
+    from d2kd.distill.term import QUICK_SHAPES, ProbeInputs
+
+    x = ProbeInputs.synthetic(replace(QUICK_SHAPES, boxes_per_image=boxes_per_image))
+    hws = list(x.shapes.level_hw().values())
+    for (fg, bg), hw in zip(fgd_multilevel_masks(x.boxes, hws, x.padded_hw), hws):
+        ref_fg, ref_bg = ref.ref_masks(x.boxes, hw, x.padded_hw)
+        assert_rel(fg, ref_fg)
+        assert_rel(bg, ref_bg)
+    channels = {k: x.shapes.channels for k in x.shapes.levels}
+    fast = FGDLoss(channels, channels, **RETINANET_HPARAMS)
+    with torch.no_grad():
+        gen = torch.Generator().manual_seed(1)
+        for m in fast.levels.values():
+            for gc in (m.gc_s, m.gc_t):
+                last = gc.channel_add[-1].weight
+                last.copy_(torch.randn(last.shape, generator=gen) * 0.05)
+    outputs, grads = [], []
+    for model in (fast, ref.ReferenceFGDLoss(fast)):
+        for f in x.student.values():
+            f.grad = None
+        out = model(x.student, x.teacher, x.boxes, x.image_sizes, x.padded_hw)
+        sum(out.values()).backward()
+        outputs.append(out)
+        grads.append({k: f.grad.clone() for k, f in x.student.items()})
+    for key in outputs[1]:
+        assert_rel(outputs[0][key], outputs[1][key])
+    for level in x.student:
+        assert_rel(grads[0][level], grads[1][level])
+
+
 def test_student_stats_gradcheck():
     """The fused backward equals autograd's, for every output, in float64."""
     gen = torch.Generator().manual_seed(1)

@@ -7,7 +7,7 @@ with ``teacher_grad=True`` to differentiate through the frozen teacher w.r.t. it
 """
 
 from contextlib import nullcontext
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import torch
 from detectron2.modeling.meta_arch.dense_detector import permute_to_N_HWA_K
@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from ...losses.discrepancy import dfad_discrepancy
 from ..adapters import conv_adapter
-from ..term import KDContext, KDTerm
+from ..term import KDContext, KDTerm, ProbeInputs, cost_probe
 
 __all__ = ["DFADTerm", "detector_kind"]
 
@@ -174,3 +174,19 @@ class DFADTerm(KDTerm):
 
     def forward(self, ctx: KDContext) -> Dict[str, Tensor]:
         return self.discrepancy(ctx.student, ctx.teacher, ctx.batched_inputs)
+
+    @classmethod
+    def cost_probes(cls, inputs: ProbeInputs) -> Dict[str, Callable[[], Tensor]]:
+        """``dfad``: the discrepancy of a COCO RetinaNet's raw outputs over every anchor of the
+        maps' levels (9 anchors per location): 80 class logits and 4 box deltas each."""
+        anchors = sum(9 * h * w for h, w in inputs.shapes.level_hw().values())
+        g = torch.Generator().manual_seed(5)
+
+        def draw(dim: int) -> Tensor:
+            return torch.randn(inputs.shapes.batch, anchors, dim, generator=g).to(inputs.device)
+
+        student = {k: draw(d).requires_grad_(True) for k, d in (("cls", 80), ("box", 4))}
+        teacher = {k: draw(v.shape[-1]) for k, v in student.items()}
+        return {
+            "dfad": cost_probe(lambda: sum(dfad_discrepancy(student, teacher).values()), student)
+        }

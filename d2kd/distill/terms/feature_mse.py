@@ -1,12 +1,12 @@
 """The plain FPN feature-MSE term: the simplest KD term, and the base later methods extend."""
 
-from typing import Dict, Optional, Sequence
+from typing import Callable, Dict, Optional, Sequence
 
 from torch import Tensor, nn
 
 from ...losses.feature import feature_mse
 from ..adapters import conv_adapter
-from ..term import FeatureLevelTerm, KDContext
+from ..term import FeatureLevelTerm, KDContext, ProbeInputs, cost_probe
 
 __all__ = ["FeatureMSETerm"]
 
@@ -39,3 +39,9 @@ class FeatureMSETerm(FeatureLevelTerm):
             f"loss_{self.name}_{level}": feature_mse(self.adapters[level](fs), ft)
             for level, fs, ft in self.level_pairs(ctx)
         }
+
+    @classmethod
+    def cost_probes(cls, inputs: ProbeInputs) -> Dict[str, Callable[[], Tensor]]:
+        """``mse``: the pure loss summed over every level (equal channels: no adapter)."""
+        s, t = inputs.student, inputs.teacher
+        return {"mse": cost_probe(lambda: sum(feature_mse(s[k], t[k]) for k in s), s)}

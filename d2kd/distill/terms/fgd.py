@@ -1,13 +1,13 @@
 """FGD as a KD term: pairs FPN levels and feeds the pure FGD loss with GT boxes and image sizes."""
 
-from typing import Dict, Optional, Sequence
+from typing import Callable, Dict, Optional, Sequence
 
 import torch
 from detectron2.utils.events import get_event_storage
 from torch import Tensor
 
 from ...losses.fgd import RETINANET_HPARAMS, FGDLoss
-from ..term import FeatureLevelTerm, KDContext
+from ..term import FeatureLevelTerm, KDContext, ProbeInputs, cost_probe
 
 __all__ = ["FGDTerm"]
 
@@ -76,3 +76,16 @@ class FGDTerm(FeatureLevelTerm):
             values = torch.stack([v.float() for v in parts.values()]).tolist()  # one host sync
             storage.put_scalars(**{f"kd/{self.name}/{k}": v for k, v in zip(parts, values)})
         return losses
+
+    @classmethod
+    def cost_probes(cls, inputs: ProbeInputs) -> Dict[str, Callable[[], Tensor]]:
+        """``fgd``: :class:`FGDLoss` with the official RetinaNet values over every level, its
+        GcBlocks included (equal channels: no align conv)."""
+        channels = {k: v.shape[1] for k, v in inputs.student.items()}
+        loss = FGDLoss(channels, channels, **RETINANET_HPARAMS).to(inputs.device)
+
+        def compute() -> Tensor:
+            args = (inputs.boxes, inputs.image_sizes, inputs.padded_hw)
+            return sum(loss(inputs.student, inputs.teacher, *args).values())
+
+        return {"fgd": cost_probe(compute, inputs.student, loss)}

@@ -1,7 +1,7 @@
 """LSHFM as KD terms: mimic the box head's fc7 (Faster R-CNN) or the cls tower's 3x3 patches
 (RetinaNet) with the L2 / LSH / LSHL2 losses of :mod:`d2kd.losses.mimic`."""
 
-from typing import Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -9,9 +9,9 @@ from detectron2.structures import Boxes, pairwise_iou
 from detectron2.utils.events import get_event_storage
 from torch import Tensor, nn
 
-from ...losses.mimic import MimicLoss
+from ...losses.mimic import MODES, MimicLoss
 from ..adapters import conv_adapter, linear_adapter
-from ..term import KDContext, KDTerm
+from ..term import KDContext, KDTerm, ProbeInputs, cost_probe
 
 __all__ = ["MASK_RULES", "MimicTermBase", "RCNNMimicTerm", "RetinaNetMimicTerm", "patches_at"]
 
@@ -89,6 +89,24 @@ class MimicTermBase(KDTerm):
         except AssertionError:
             pass
         return {f"loss_{self.name}_{k}": v for k, v in parts.items()}
+
+    @classmethod
+    def cost_probes(cls, inputs: ProbeInputs) -> Dict[str, Callable[[], Tensor]]:
+        """``lshfm_<mode>`` for each mode: :class:`MimicLoss` (beta 7) on RetinaNet cls-tower rows.
+
+        Rows: the 3x3 patches of a C-channel tower (D = 9 C: 2304 at 256 channels) at the
+        locations the mask keeps, about 4 per GT box over P3-P7 (240 rows for 2 images of 30
+        boxes); K = 4096 hash functions, the official RetinaNet run's.
+        """
+        n = 4 * inputs.shapes.boxes_per_image * inputs.shapes.batch
+        dim = 9 * inputs.shapes.channels
+        return {f"lshfm_{mode}": _mimic_probe(inputs, mode, n, dim) for mode in MODES}
+
+
+def _mimic_probe(inputs: ProbeInputs, mode: str, n: int, dim: int) -> Callable[[], Tensor]:
+    loss = MimicLoss(dim, mode=mode, beta=7.0, hash_num=4096).to(inputs.device)
+    f_s, f_t = inputs.rows(n, dim, seed=1)
+    return cost_probe(lambda: sum(loss(f_s, f_t).values()), f_s)
 
 
 class RCNNMimicTerm(MimicTermBase):
