@@ -8,10 +8,12 @@ Example::
                        configs/quickstart/retinanet_R18w_teacher.py \\
         --threads 2 --runs 30 --size 512 512 --int8 --out output/latency
 
-Writes OUT/latency.json, OUT/latency.md and (when AP values are known) OUT/latency.png. The first
-config is the student. Random weights are fine for latency; ``--checkpoints`` / ``--onnx`` take
-one entry per config (``-`` for none). See d2kd/export/latency.py for the protocol.
+Writes OUT/latency.json, OUT/latency.md (with fvcore's GMAC and the FLOP floor beside each
+latency) and, when AP values are known, OUT/latency.png. The first config is the student. Random
+weights are fine for latency; ``--checkpoints`` / ``--onnx`` take one entry per config (``-`` for
+none). See d2kd/export/latency.py for the protocol.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -56,6 +58,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     import d2kd.data  # noqa: F401  (registers the synthetic datasets recipes may name)
     from d2kd.export import ExportError
     from d2kd.export.latency import run_benchmark
+    from d2kd.utils.files import DiskFullError
 
     n = len(args.config_files)
     ap: Dict[str, float] = {}
@@ -83,7 +86,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             exporter=args.exporter,
             seed=args.seed,
         )
-    except ExportError as e:
+    except (ExportError, DiskFullError) as e:
         print(str(e), file=sys.stderr)
         return 1
     with open(os.path.join(args.out, "latency.md")) as f:

@@ -9,10 +9,10 @@ Example::
 Exit status: 0 when everything was exported and every gate passed, 1 otherwise (the message
 names the file, key, image or detection at fault; ``OUTPUT/report.failed.json`` has details).
 """
+
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
@@ -38,9 +38,13 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.add_argument("--opset", type=int, default=None, help=">= 17; default 18 dynamo, 17 legacy")
     p.add_argument("--allow-foreign", action="store_true", help="accept non-d2kd checkpoints")
     p.add_argument(
-        "--unsafe-load", action="store_true", help="torch.load(weights_only=False) fallback"
+        "--unsafe-load",
+        action="store_true",
+        help="load a trusted checkpoint that safe loading refuses (a full unpickle: can run code)",
     )
-    p.add_argument("--opts", nargs="*", default=[], help="LazyConfig overrides key=value")
+    p.add_argument(
+        "--opts", nargs="*", default=[], help="overrides key=value (unknown keys are refused)"
+    )
     return p.parse_args(argv)
 
 
@@ -51,6 +55,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     import d2kd.data  # noqa: F401  (registers the synthetic datasets recipes may name)
     from d2kd.export import ExportError, export_student
     from d2kd.export.parity import Tolerances
+    from d2kd.utils.files import DiskFullError
 
     tol = Tolerances(int8_max_dap=args.int8_max_dap, fp16_max_dap=args.fp16_max_dap)
     try:
@@ -71,25 +76,46 @@ def main(argv: Optional[List[str]] = None) -> int:
             tolerances=tol,
             calibration_images=args.calibration_images,
         )
-    except ExportError as e:
+    except (ExportError, DiskFullError) as e:
         print(str(e), file=sys.stderr)
         return 1
-    print(_summary(report, args.output))
+    print(summary(report, args.output))
     return 0
 
 
-def _summary(report: dict, output: str) -> str:
+def summary(report: dict, output: str) -> str:
+    """What was exported and how each variant fared, with one AP table for all of them."""
     lines = [f"[export] {report['model']} exported to {output} ({report['status']})"]
-    for name, v in report.get("variants", {}).items():
+    variants = report.get("variants", {})
+    for name, v in variants.items():
+        files = ", ".join(v.get("files", {}).values())
         if v.get("status") == "skipped":
             lines.append(f"  {name}: skipped ({v['reason']})")
             continue
         det = v.get("detections", {})
-        lines.append(
-            f"  {name}: files {json.dumps(v.get('files'))}, AP {v.get('ap', {}).get('AP')}, "
-            f"ΔAP {v.get('delta_ap')}, matched {det.get('matched')}/{det.get('required')}, "
-            f"max box diff {det.get('max_box_px')} px, max score diff {det.get('max_score')}"
-        )
+        if det.get("gated"):
+            checks = (
+                f"detections matched {det['matched']}/{det['required']} (max box diff "
+                f"{det['max_box_px']:.2g} px, max score diff {det['max_score']:.2g})"
+            )
+        else:
+            checks = f"detections not gated ({name} is judged by ΔAP)"
+        if "raw" in v:
+            checks += f"; raw tensors max |diff| {max(v['raw']['max_abs'].values()):.2g}"
+        dap = v.get("delta_ap")
+        dap = "n/a" if dap is None else f"{dap:+.3f}"
+        lines.append(f"  {name}: {files}; {checks}; ΔAP {dap} (bound ±{v['max_abs_delta_ap']})")
+    if "ap_torch" in report:
+        rows = [("torch", report["ap_torch"])] + [
+            (n, v["ap"]) for n, v in variants.items() if "ap" in v
+        ]
+        keys = ["AP", "AP50", "AP75", "APs", "APm", "APl"]
+        n = report.get("images", {}).get("eval", "?")
+        lines += [f"  COCO box AP on {n} test images:", "    variant | " + " | ".join(keys)]
+        for name, ap in rows:
+            vals = [ap.get(k) for k in keys]
+            cells = ["nan" if x is None or x != x else f"{x:.2f}" for x in vals]
+            lines.append(f"    {name:7s} | " + " | ".join(cells))
     return "\n".join(lines)
 
 

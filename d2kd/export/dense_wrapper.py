@@ -10,15 +10,16 @@ re-expresses the same computation with graph-friendly ops only:
   (``torchvision.ops.nms`` on class-offset boxes; the ONNX op is ``NonMaxSuppression``), clipping
   to the input image and the empty-box filter of ``detector_postprocess``;
 * not in the graph: resizing (``ResizeShortestEdge`` of the recipe's test mapper) and the final
-  rescale of boxes to the original image size; :func:`d2kd.export.parity.postprocess` does both,
-  like ``detector_postprocess`` does.
+  rescale of boxes to the original image size (detectron2's ``detector_postprocess``, called by
+  :func:`d2kd.export.parity.graph_detections`).
 
 Order of operations versus detectron2: detectron2 thresholds the scores and then takes the top-k of
 what passes; the wrapper takes the top-k and then zeroes the scores under the threshold. Both keep
 exactly the same set of positive candidates, and zero-score candidates sort after every real one in
 NMS, so they can neither suppress nor displace a real detection. Outputs are padded to exactly
-``max_detections_per_image`` rows by ``max_det`` never-overlapping dummy boxes of score -1, so the
-output shape is static.
+``max_detections_per_image`` rows by ``max_det`` never-overlapping dummy boxes, scored between the
+threshold and 0, so the output shape is static and the exported NMS can skip the zeroed candidates
+(an O(n^2) loop over every top-k candidate was a third of a small image's latency).
 """
 
 from __future__ import annotations
@@ -28,25 +29,12 @@ from typing import List, Tuple
 import torch
 import torch.nn.functional as F
 import torchvision
-from detectron2.modeling.meta_arch.dense_detector import DenseDetector, permute_to_N_HWA_K
+from detectron2.modeling.meta_arch.dense_detector import permute_to_N_HWA_K
 from torch import Tensor, nn
 
-__all__ = ["DenseExportWrapper", "is_dense_detector"]
+from ..modeling.family import is_dense
 
-
-def is_dense_detector(model: nn.Module) -> bool:
-    """Whether ``model`` is a detectron2 ``DenseDetector`` (RetinaNet, FCOS) the wrapper supports.
-
-    Args:
-        model: a built detectron2 meta-architecture.
-
-    Returns:
-        True for RetinaNet and FCOS (and subclasses).
-    """
-    from detectron2.modeling.meta_arch.fcos import FCOS
-    from detectron2.modeling.meta_arch.retinanet import RetinaNet
-
-    return isinstance(model, (RetinaNet, FCOS)) and isinstance(model, DenseDetector)
+__all__ = ["DenseExportWrapper"]
 
 
 class DenseExportWrapper(nn.Module):
@@ -76,10 +64,10 @@ class DenseExportWrapper(nn.Module):
         super().__init__()
         from detectron2.modeling.meta_arch.fcos import FCOS
 
-        if not is_dense_detector(model):
+        if not is_dense(model):
             raise TypeError(
-                f"[export] DenseExportWrapper supports RetinaNet and FCOS, got "
-                f"{type(model).__name__}"
+                f"[export] DenseExportWrapper supports Detectron2 DenseDetectors (RetinaNet, "
+                f"FCOS), got {type(model).__name__}"
             )
         if mode not in ("raw", "e2e", "both"):
             raise ValueError(f"[export] mode must be 'raw', 'e2e' or 'both', got {mode!r}")
@@ -94,6 +82,13 @@ class DenseExportWrapper(nn.Module):
         self.size_divisibility = int(constraints.get("size_divisibility", self.size_divisibility))
 
     E2E_OUTPUTS = ("boxes", "scores", "classes")
+
+    @property
+    def nms_score_floor(self) -> float | None:
+        """A score between the zeroed candidates (0) and the dummies (``thresh / 2``): the graph's
+        NonMaxSuppression may ignore every candidate under it (None: threshold 0, no floor)."""
+        thresh = float(self.model.test_score_thresh)
+        return thresh / 4 if thresh > 0 else None
 
     @property
     def raw_output_names(self) -> List[str]:
@@ -198,7 +193,8 @@ class DenseExportWrapper(nn.Module):
         boxes = torch.cat(all_boxes)
         scores = torch.cat(all_scores)
         classes = torch.cat(all_classes)
-        scores = torch.where(scores > m.test_score_thresh, scores, torch.zeros_like(scores))
+        thresh = float(m.test_score_thresh)
+        scores = torch.where(scores > thresh, scores, torch.zeros_like(scores))
 
         # Class-aware NMS by offsets: shift every class (and every dummy) into its own disjoint
         # band of width `span`, so boxes of different bands never overlap. Unlike torchvision's
@@ -210,7 +206,11 @@ class DenseExportWrapper(nn.Module):
         unit = torch.tensor([0.0, 0.0, 1.0, 1.0], device=boxes.device, dtype=boxes.dtype)
         dummies = dummy_band[:, None] * span + unit  # (D, 4), one per band, area 1
         shifted = torch.cat([boxes - lo + classes.to(boxes.dtype)[:, None] * span, dummies])
-        nms_scores = torch.cat([scores, torch.full_like(dummy_band, -1.0)])
+        # Dummies rank after every real candidate (> thresh) and before the zeroed ones (0), so
+        # an NMS told to ignore scores under `nms_score_floor` skips the zeroed ones (most of the
+        # top-k) and still returns max_det rows; see onnx_export.skip_low_scores_in_nms.
+        dummy_score = thresh / 2 if thresh > 0 else -1.0
+        nms_scores = torch.cat([scores, torch.full_like(dummy_band, dummy_score)])
         keep = torchvision.ops.nms(shifted, nms_scores, float(m.test_nms_thresh))[:max_det]
 
         pad_boxes = torch.zeros_like(dummies)

@@ -3,36 +3,43 @@
 Protocol (shared/export-notes.md §4.4): every candidate (model x runtime x precision) is built
 before timing and fed the same pre-allocated input; each candidate gets ``warmup`` untimed calls;
 then ``runs`` rounds, each calling every candidate once in a freshly shuffled order (seeded), timed
-with ``perf_counter_ns``. Interleaving makes slow periods of a shared machine hit all candidates
-alike, so the per-round ratios of two candidates are paired samples: we report their median with
-a bootstrap 95% CI (and the ratio of medians as a cross-check). Absolute milliseconds drift 5-10%
-between runs on a shared VM; ratios from one run are the result.
+with ``perf_counter_ns`` (:mod:`d2kd.utils.timing`). Interleaving makes slow periods of a shared
+machine hit all candidates alike, so the per-round ratios of two candidates are paired samples:
+we report their median with a bootstrap 95% CI (and the ratio of medians as a cross-check).
+Absolute milliseconds drift 5-10% between runs on a shared VM; ratios from one run are the
+result.
 
 Caveat for random weights: scores sit at the prior, so detectron2's eager path has almost nothing
 above the threshold to run NMS on, while the e2e ONNX graph always runs NMS over its top-k
 candidates (zero-score ones included); this slightly favours eager in ORT/eager ratios.
+
+The FLOP floor beside each latency is ``2 x GMAC / R``, with ``R`` this machine's fp32 GEMM rate
+measured once per run (a short square matmul at the run's thread count): the time the model's
+multiply-adds would take at matmul speed. Latency far above it points at overhead (small
+convolutions, memory traffic, NMS), not at arithmetic.
 """
 
 from __future__ import annotations
 
 import os
-import platform
-import random
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
+from ..utils.files import atomic_write_text, read_json, write_json
+from ..utils.hardware import hardware, hardware_line
+from ..utils.timing import paired_ratio, summarize, time_interleaved
+
 __all__ = [
     "Candidate",
-    "time_interleaved",
-    "summarize",
-    "paired_ratio",
     "count_flops",
+    "gemm_gflops",
     "machine_info",
     "render_markdown",
     "plot_latency_vs_ap",
+    "run_benchmark",
 ]
 
 
@@ -57,87 +64,16 @@ class Candidate:
     info: Dict[str, Any] = field(default_factory=dict)
 
 
-def time_interleaved(
-    candidates: Sequence[Candidate], runs: int, warmup: int, seed: int = 0
-) -> Dict[str, np.ndarray]:
-    """Time candidates in interleaved, randomly ordered rounds.
-
-    Args:
-        candidates: what to time.
-        runs: timed rounds; every candidate is called once per round.
-        warmup: untimed calls per candidate before the first round.
-        seed: seed of the per-round shuffle.
-
-    Returns:
-        ``{name: seconds (runs,)}``; index ``r`` of every array is round ``r``.
-    """
-    for c in candidates:
-        for _ in range(warmup):
-            c.fn()
-    rng = random.Random(seed)
-    order = list(range(len(candidates)))
-    out = {c.name: np.zeros(runs) for c in candidates}
-    for r in range(runs):
-        rng.shuffle(order)
-        for i in order:
-            t0 = time.perf_counter_ns()
-            candidates[i].fn()
-            out[candidates[i].name][r] = (time.perf_counter_ns() - t0) * 1e-9
-    return out
-
-
-def summarize(seconds: np.ndarray) -> Dict[str, float]:
-    """Percentiles in milliseconds: p10, p50, p90, p99, mean, min, and the count."""
-    ms = np.asarray(seconds) * 1e3
-    q = np.percentile(ms, [10, 50, 90, 99])
-    return {
-        "p10_ms": float(q[0]),
-        "p50_ms": float(q[1]),
-        "p90_ms": float(q[2]),
-        "p99_ms": float(q[3]),
-        "mean_ms": float(ms.mean()),
-        "min_ms": float(ms.min()),
-        "n": int(ms.size),
-    }
-
-
-def paired_ratio(
-    num: np.ndarray, den: np.ndarray, n_boot: int = 2000, seed: int = 0
-) -> Dict[str, Any]:
-    """Median of per-round ``num / den`` with a percentile-bootstrap 95% CI over rounds.
-
-    Args:
-        num, den: (runs,) seconds of two candidates, index-aligned by round.
-        n_boot: bootstrap resamples.
-        seed: bootstrap RNG seed.
-
-    Returns:
-        ``median``, ``ci95`` [lo, hi], ``ratio_of_medians``, ``unstable`` (CI wider than 5% of the
-        median: re-run on a quieter machine).
-    """
-    r = np.asarray(num) / np.asarray(den)
-    rng = np.random.default_rng(seed)
-    boots = np.median(r[rng.integers(0, r.size, size=(n_boot, r.size))], axis=1)
-    lo, hi = np.percentile(boots, [2.5, 97.5])
-    med = float(np.median(r))
-    return {
-        "median": med,
-        "ci95": [float(lo), float(hi)],
-        "ratio_of_medians": float(np.median(num) / np.median(den)),
-        "unstable": bool((hi - lo) > 0.05 * med),
-    }
-
-
 def count_flops(model: Any, image: Any) -> Dict[str, float]:
-    """fvcore operation counts and parameters of one inference.
+    """fvcore's multiply-add count and the parameters of one inference.
 
     Args:
         model: a detectron2 model in eval mode.
         image: (3, H, W) tensor.
 
     Returns:
-        ``gflops`` (fvcore's count: one multiply-add = one flop, i.e. GMACs) and ``params_m``
-        (millions). NMS and other uncounted ops are ignored by fvcore.
+        ``gmac`` (fvcore counts one fused multiply-add as one "flop": these are GMACs, half the
+        GFLOPs) and ``params_m`` (millions). NMS and other uncounted ops are ignored by fvcore.
     """
     import torch
     from detectron2.utils.analysis import FlopCountAnalysis
@@ -147,56 +83,82 @@ def count_flops(model: Any, image: Any) -> Dict[str, float]:
         fca = FlopCountAnalysis(model, [{"image": image}])
         fca.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
         total = fca.total()
-    return {"gflops": total / 1e9, "params_m": parameter_count(model)[""] / 1e6}
+    return {"gmac": total / 1e9, "params_m": parameter_count(model)[""] / 1e6}
 
 
-def machine_info(threads: int) -> Dict[str, Any]:
-    """CPU model and flags that matter for ORT kernels, versions, threads."""
-    import onnxruntime
+def gemm_gflops(threads: int, n: int = 1024, repeats: int = 5) -> float:
+    """This machine's fp32 matmul rate in GFLOP/s at ``threads`` torch threads.
+
+    The best of ``repeats`` timed ``n x n`` matmuls (after one warm-up), so a busy moment on a
+    shared machine lowers it less than a median would; ``2 n^3`` flops each.
+    """
     import torch
 
-    cpu, flags = platform.processor(), []
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
     try:
-        with open("/proc/cpuinfo") as f:
-            text = f.read()
-        cpu = next(ln.split(":", 1)[1].strip() for ln in text.splitlines() if "model name" in ln)
-        have = set(next(ln for ln in text.splitlines() if ln.startswith("flags")).split())
-        flags = [x for x in ("avx2", "avx512f", "avx512_vnni", "amx_int8") if x in have]
-    except (OSError, StopIteration):
-        pass
-    return {
-        "cpu": cpu,
-        "cpu_flags": flags,
-        "cores": os.cpu_count(),
-        "threads": threads,
-        "torch": torch.__version__,
-        "onnxruntime": onnxruntime.__version__,
-        "ort_providers": onnxruntime.get_available_providers(),
-    }
+        gen = torch.Generator().manual_seed(0)
+        a = torch.randn(n, n, generator=gen)
+        b = torch.randn(n, n, generator=gen)
+        torch.mm(a, b)
+        best = float("inf")
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            torch.mm(a, b)
+            best = min(best, time.perf_counter() - t0)
+    finally:
+        torch.set_num_threads(old)
+    return 2 * n**3 / best / 1e9
+
+
+def machine_info(threads: int, gemm: Optional[float] = None) -> Dict[str, Any]:
+    """The shared hardware record plus what matters here: ORT, threads, the GEMM rate."""
+    import onnxruntime
+
+    info = hardware("cpu")
+    info.update(
+        threads=threads,
+        onnxruntime=onnxruntime.__version__,
+        ort_providers=onnxruntime.get_available_providers(),
+        gemm_gflops=gemm,
+    )
+    return info
 
 
 def render_markdown(result: Dict[str, Any]) -> str:
     """A markdown report: machine, per-candidate latency table, ratio table."""
     m = result["machine"]
     h, w = result["size"]
+    flags = ", ".join(k for k, v in (m.get("cpu_flags") or {}).items() if v) or "no flags read"
+    gemm = m.get("gemm_gflops")
     lines = [
         f"# Latency: {h}x{w}, batch 1, {m['threads']} threads",
         "",
-        f"{m['cpu']} ({m['cores']} cores; {', '.join(m['cpu_flags']) or 'no AVX flags read'}), "
-        f"torch {m['torch']}, onnxruntime {m['onnxruntime']}; {result['runs']} interleaved "
-        f"rounds after {result['warmup']} warm-up calls; graph: e2e (decode + NMS included).",
+        f"{hardware_line(m, threads=False)}; {flags}; onnxruntime {m['onnxruntime']}; "
+        f"{result['runs']} interleaved rounds after {result['warmup']} warm-up calls; graph: "
+        "e2e (decode + NMS included).",
         "",
-        "| candidate | p50 ms | p90 ms | p99 ms | GFLOPs (fvcore) | params (M) | AP |",
-        "|---|---|---|---|---|---|---|",
+        "| candidate | p50 ms | p90 ms | p99 ms | FLOP floor ms | GMAC (fvcore) | params (M) "
+        "| AP |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for name, c in result["candidates"].items():
         mod = result["models"][c["model"]]
         ap = mod.get("ap")
+        floor = mod.get("flop_floor_ms")
         lines.append(
             f"| {name} | {c['p50_ms']:.1f} | {c['p90_ms']:.1f} | {c['p99_ms']:.1f} | "
-            f"{mod['gflops']:.2f} | {mod['params_m']:.2f} | {'' if ap is None else f'{ap:.2f}'} |"
+            f"{'' if floor is None else f'{floor:.1f}'} | {mod['gmac']:.2f} | "
+            f"{mod['params_m']:.2f} | {'' if ap is None else f'{ap:.2f}'} |"
         )
     lines += [
+        "",
+        (
+            f"FLOP floor: 2 x GMAC / {gemm:.1f} GFLOP/s, the fp32 matmul rate measured in this run "
+            f"at {m['threads']} threads (int8 rows use the same fp32 floor)."
+            if gemm
+            else "FLOP floor: not measured."
+        ),
         "",
         "| ratio (per-round, median) | value | 95% CI | ratio of medians |",
         "|---|---|---|---|",
@@ -308,16 +270,16 @@ def run_benchmark(
 def _run(config_files, out_dir, checkpoints, onnx_files, labels, threads, runs, warmup, size,
          int8, eager, cuda, ap, exporter, seed) -> Dict[str, Any]:  # fmt: skip
     """The body of :func:`run_benchmark` (arguments as there)."""
-    import json
-
     import torch
 
-    from . import load_recipe
-    from .onnx_export import export_onnx, quantize_int8
+    from .onnx_export import export_onnx
+    from .quantize import quantize_int8
     from .parity import make_session
+    from .pipeline import load_recipe
     from .strip import build_student, load_checkpoint, strip_checkpoint
 
     os.makedirs(out_dir, exist_ok=True)
+    gemm = gemm_gflops(threads)  # once, before the models load the machine's caches
     h, w = int(size[0]), int(size[1])
     gen = torch.Generator().manual_seed(seed)
     image = (torch.rand(3, h, w, generator=gen) * 255).round()
@@ -344,6 +306,7 @@ def _run(config_files, out_dir, checkpoints, onnx_files, labels, threads, runs, 
             "class": type(model).__name__,
         }
         info.update(count_flops(model, image))
+        info["flop_floor_ms"] = 2 * info["gmac"] / gemm * 1e3
         if not onnx_path:
             onnx_path = os.path.join(out_dir, f"{label}_e2e.onnx")
             paths = {"e2e": onnx_path, "raw": os.path.join(out_dir, f"{label}_raw.onnx")}
@@ -351,9 +314,8 @@ def _run(config_files, out_dir, checkpoints, onnx_files, labels, threads, runs, 
         elif label not in ap:
             report = os.path.join(os.path.dirname(os.path.abspath(onnx_path)), "report.json")
             if os.path.isfile(report):
-                with open(report) as f:
-                    fp32 = json.load(f).get("variants", {}).get("fp32", {})
-                if fp32.get("ap", {}).get("AP") is not None:
+                fp32 = read_json(report).get("variants", {}).get("fp32", {})
+                if (fp32.get("ap") or {}).get("AP") is not None:
                     ap[label] = float(fp32["ap"]["AP"])
         info["onnx"] = onnx_path
         info["ap"] = ap.get(label)
@@ -374,12 +336,12 @@ def _run(config_files, out_dir, checkpoints, onnx_files, labels, threads, runs, 
         if eager:
             candidates.append(Candidate(f"{label}/torch-eager-fp32", label, "torch-eager",
                                         "fp32", _torch_fn(model, image)))  # fmt: skip
-    times = time_interleaved(candidates, runs=runs, warmup=warmup, seed=seed)
+    times = time_interleaved({c.name: c.fn for c in candidates}, runs, warmup, seed)
     result: Dict[str, Any] = {
         "size": [h, w],
         "runs": runs,
         "warmup": warmup,
-        "machine": machine_info(threads),
+        "machine": machine_info(threads, gemm),
         "models": models,
         "candidates": {
             c.name: dict(
@@ -394,10 +356,8 @@ def _run(config_files, out_dir, checkpoints, onnx_files, labels, threads, runs, 
         "ratios": _ratios(candidates, times, labels[0]),
         "raw_seconds": {k: v.tolist() for k, v in times.items()},
     }
-    with open(os.path.join(out_dir, "latency.json"), "w") as f:
-        json.dump(result, f, indent=2)
-    with open(os.path.join(out_dir, "latency.md"), "w") as f:
-        f.write(render_markdown(result))
+    write_json(result, os.path.join(out_dir, "latency.json"))
+    atomic_write_text(os.path.join(out_dir, "latency.md"), render_markdown(result))
     result["plot"] = plot_latency_vs_ap(result, os.path.join(out_dir, "latency.png"))
     return result
 

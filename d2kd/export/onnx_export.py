@@ -1,4 +1,4 @@
-"""PyTorch student -> ONNX graphs, structural checks, fp16 / int8 variants.
+"""PyTorch student -> ONNX graphs (the int8 and fp16 variants are :mod:`d2kd.export.quantize`).
 
 What is in each graph (input ``image`` float32 ``(1, 3, H, W)``: the image after the recipe's
 test-time resize, in the model's input format, e.g. BGR 0-255; any H and W):
@@ -15,12 +15,12 @@ test-time resize, in the model's input format, e.g. BGR 0-255; any H and W):
                               RoIAlign (``half_pixel``, opset >= 16), box head, per-class NMS;
                               outputs ``boxes (N,4)``, ``classes (N,)``, ``scores (N,)``,
                               ``image_size (2,)`` with N <= max_det.
-``student_e2e_int8.onnx``     e2e with static QDQ int8 Conv/Gemm/MatMul (``--int8``).
+``student_e2e_int8.onnx``     e2e in int8 (``--int8``; :mod:`d2kd.export.quantize`).
 ``student_e2e_fp16.onnx``     e2e in float16 with float32 I/O (``--fp16``).
 ============================  ===============================================================
 
 Not in any graph: the resize (``ResizeShortestEdge``) and the rescale of boxes to the original
-image size, which :func:`d2kd.export.parity.postprocess` does exactly like detectron2's
+image size, which :func:`d2kd.export.parity.graph_detections` does with detectron2's own
 ``detector_postprocess``. Keeping them out keeps the graphs free of original-size inputs.
 
 Exporters (shared/export-notes.md §0): dense detectors go through the export-friendly
@@ -38,7 +38,6 @@ import copy
 import importlib.util
 import json
 import logging
-import os
 import warnings
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence
@@ -48,8 +47,9 @@ import onnx
 import torch
 from torch import nn
 
-from .dense_wrapper import DenseExportWrapper, is_dense_detector
-from .strip import ExportError
+from ..modeling.family import detector_family
+from .dense_wrapper import DenseExportWrapper
+from .errors import ExportError
 
 __all__ = [
     "ExportedGraph",
@@ -58,10 +58,8 @@ __all__ = [
     "dynamo_available",
     "export_onnx",
     "keep_outputs",
-    "calibration_images",
     "add_metadata",
-    "quantize_int8",
-    "convert_fp16",
+    "save_model",
 ]
 
 logger = logging.getLogger(__name__)
@@ -124,14 +122,13 @@ def export_onnx(
             f"[export] opset {opset} < {MIN_OPSET}: RoIAlign(aligned=True) exports wrongly below "
             "opset 16 (export-notes §0.3); use --opset 17 or higher"
         )
-    dense = is_dense_detector(model)
-    from detectron2.modeling.meta_arch import GeneralizedRCNN
-
-    if not dense and not isinstance(model, GeneralizedRCNN):
+    try:
+        dense = detector_family(model, owner="export") == "dense"
+    except TypeError as e:
         raise ExportError(
             f"[export] no ONNX export path for {name}: supported are RetinaNet, FCOS (dense "
             "wrapper) and GeneralizedRCNN without masks (TracingAdapter)"
-        )
+        ) from e
     if exporter == "auto":
         exporter = "dynamo" if dense and dynamo_available() else "legacy"
         if dense and exporter == "legacy":
@@ -152,17 +149,18 @@ def export_onnx(
             example = _dynamo_example(model, sample) if exporter == "dynamo" else sample
             proto = _trace(wrapper, example, wrapper.output_names, exporter, opset, name)
             _check_dynamic_input(proto, example, name)
+            skip_low_scores_in_nms(proto, wrapper.nms_score_floor)
             graphs = []
             for kind, names in (
                 ("e2e", list(wrapper.E2E_OUTPUTS)),
                 ("raw", wrapper.raw_output_names),
             ):
-                _save(keep_outputs(proto, names), paths[kind])
+                save_model(keep_outputs(proto, names), paths[kind])
                 graphs.append(ExportedGraph(paths[kind], kind, exporter, opset, names))
             return graphs
         names = ["boxes", "classes", "scores", "image_size"]
         proto = _trace(_rcnn_adapter(model, sample), sample, names, exporter, opset, name)
-        _save(proto, paths["e2e"])
+        save_model(proto, paths["e2e"])
         return [ExportedGraph(paths["e2e"], "e2e", exporter, opset, names)]
 
 
@@ -193,6 +191,29 @@ def _check_dynamic_input(proto: onnx.ModelProto, example: torch.Tensor, name: st
             f"{[dims[i].dim_value for i in fixed]} (example {tuple(example.shape)}): the graph "
             "would reject other image sizes"
         )
+
+
+def skip_low_scores_in_nms(proto: onnx.ModelProto, floor: Optional[float]) -> None:
+    """Give the graph's NonMaxSuppression a ``score_threshold`` input (in place).
+
+    ``torchvision.ops.nms`` exports without one, so NMS compares every top-k candidate with
+    every other, zeroed ones included; the dense wrapper scores those 0 and its padding rows
+    above ``floor``, so ignoring scores under ``floor`` changes no output row.
+    """
+    if floor is None:
+        return
+    nodes = [n for n in proto.graph.node if n.op_type == "NonMaxSuppression"]
+    if len(nodes) != 1 or len(nodes[0].input) not in (4, 5):
+        raise ExportError(
+            f"[export] expected one NonMaxSuppression with 4 inputs in the dense graph, found "
+            f"{[(n.name, len(n.input)) for n in nodes]}"
+        )
+    name = "nms_score_floor"
+    proto.graph.initializer.append(onnx.numpy_helper.from_array(np.float32(floor), name))
+    if len(nodes[0].input) == 5:
+        nodes[0].input[4] = name
+    else:
+        nodes[0].input.append(name)
 
 
 def _rcnn_adapter(model: nn.Module, sample: torch.Tensor) -> nn.Module:
@@ -282,7 +303,7 @@ def _trace(
         ) from e
 
 
-def _save(proto: onnx.ModelProto, path: str) -> None:
+def save_model(proto: onnx.ModelProto, path: str) -> None:
     if proto.ByteSize() > 1_800_000_000:
         onnx.save(proto, path, save_as_external_data=True, location=path.split("/")[-1] + ".data")
     else:
@@ -345,106 +366,4 @@ def add_metadata(path: str, meta: Dict[str, Any]) -> None:
         entry = proto.metadata_props.add()
         entry.key = f"d2kd.{key}"
         entry.value = value if isinstance(value, str) else json.dumps(value)
-    _save(proto, path)
-
-
-def calibration_images(cfg: Any, n: int, fallback: List[Dict[str, Any]]) -> tuple:
-    """``n`` train images through the test mapper (int8 calibration); test images otherwise."""
-    from detectron2.config import instantiate
-    from detectron2.data import get_detection_dataset_dicts
-
-    try:
-        names = cfg.dataloader.train.dataset.names
-        dicts = get_detection_dataset_dicts(names, filter_empty=False)
-        step = max(1, len(dicts) // n)
-        mapper = instantiate(cfg.dataloader.test.mapper)
-        imgs = [mapper(copy.deepcopy(d))["image"] for d in dicts[::step][:n]]
-        source = f"train set {names}"
-    except Exception as e:  # a recipe without a named train dataset
-        logger.warning("[export] no train images for calibration (%s); using test images", e)
-        imgs, source = [x["image"] for x in fallback[:n]], "test set (no train dataset found)"
-    return [x.float().numpy()[None].copy() for x in imgs], source
-
-
-def quantize_int8(
-    src: str, dst: str, calibration: Sequence[np.ndarray], per_channel: bool = True
-) -> Dict[str, Any]:
-    """Static QDQ int8 (S8S8, per-channel) of Conv/Gemm/MatMul, calibrated on real images.
-
-    Static QDQ is what the ORT docs recommend for CNNs and what gave a 1.73x CPU speed-up on this
-    VNNI machine (export-notes §2.2); dynamic quantization leaves convolutions in float. Decode
-    and NMS stay float32.
-
-    Args:
-        src: fp32 ONNX path.
-        dst: output path.
-        calibration: ``(1, 3, H, W)`` float32 images (sizes may differ).
-        per_channel: per-channel weight scales.
-
-    Returns:
-        Facts for the report (calibration image count, preprocessing used).
-    """
-    from onnxruntime.quantization import (
-        CalibrationDataReader,
-        QuantFormat,
-        QuantType,
-        quantize_static,
-    )
-
-    if not calibration:
-        raise ExportError("[export] int8 needs at least one calibration image")
-
-    class Reader(CalibrationDataReader):
-        def __init__(self) -> None:
-            self.it = iter(calibration)
-
-        def get_next(self) -> Optional[Dict[str, np.ndarray]]:
-            x = next(self.it, None)
-            return None if x is None else {"image": x}
-
-    pre = dst + ".pre.onnx"
-    model_input, preprocessed = src, False
-    try:
-        from onnxruntime.quantization.shape_inference import quant_pre_process
-
-        quant_pre_process(src, pre, skip_symbolic_shape=True)
-        model_input, preprocessed = pre, True
-    except Exception as e:  # preprocessing is an optimisation; quantize the original instead
-        logger.warning("[export] quant_pre_process failed on %s (%s); quantizing as is", src, e)
-    try:
-        quantize_static(
-            model_input,
-            dst,
-            Reader(),
-            quant_format=QuantFormat.QDQ,
-            activation_type=QuantType.QInt8,
-            weight_type=QuantType.QInt8,
-            per_channel=per_channel,
-            op_types_to_quantize=["Conv", "Gemm", "MatMul"],
-        )
-    except Exception as e:
-        raise ExportError(f"[export] int8 quantization of {src} failed: {e}") from e
-    finally:
-        if os.path.exists(pre):
-            os.unlink(pre)
-    return {"calibration_images": len(calibration), "quant_pre_process": preprocessed}
-
-
-def convert_fp16(src: str, dst: str) -> Dict[str, Any]:
-    """float16 weights and activations with float32 inputs/outputs (onnxconverter-common).
-
-    NMS, TopK, RoiAlign and the box decode inputs stay float32 (``op_block_list``).
-
-    Raises:
-        ExportError: when onnxconverter-common is not installed (the caller reports a skip).
-    """
-    try:
-        from onnxconverter_common import float16
-    except ImportError as e:
-        raise ExportError("[export] --fp16 needs onnxconverter-common (pip install it)") from e
-    block = ["NonMaxSuppression", "TopK", "RoiAlign", "Exp", "Range", "Resize"]
-    proto = float16.convert_float_to_float16(
-        onnx.load(src), keep_io_types=True, op_block_list=block + float16.DEFAULT_OP_BLOCK_LIST
-    )
-    _save(proto, dst)
-    return {"op_block_list": block}
+    save_model(proto, path)

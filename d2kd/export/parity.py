@@ -4,35 +4,33 @@ Three levels (shared/export-notes.md §4.3), each with its tolerance in :class:`
 
 1. raw tensors (dense detectors): ``|ort - torch| <= atol + rtol * |torch|`` element-wise, on test
    images and on one crop of another size (catches sizes baked into the graph);
-2. detections of the e2e graph after :func:`postprocess`, against the stock detectron2
+2. detections of the e2e graph after :func:`graph_detections`, against the stock detectron2
    ``model(batched_inputs)``: order-insensitive matching within the same class, box L-inf and
    |score| difference; never index by index (near-tied scores reorder under 1e-7 noise) and
    never by IoU (degenerate boxes give NaN);
 3. COCO AP with the recipe's own evaluator on the same images: ``|AP_onnx - AP_torch|``.
 
-Before all three, :func:`check_graph` checks the structure of each file.
+Before all three, :func:`d2kd.export.structure.check_graph` checks the structure of each file.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 from dataclasses import asdict, dataclass
-from typing import Any, Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
-import onnx
 import torch
 from torch import nn
-
-from .onnx_export import MIN_OPSET, ExportedGraph
-from .strip import ExportError
 
 __all__ = [
     "Tolerances",
     "Detections",
     "make_session",
     "OrtDetector",
-    "postprocess",
+    "graph_detections",
     "torch_detections",
     "match_detections",
     "compare_raw",
@@ -40,7 +38,6 @@ __all__ = [
     "ap_delta",
     "load_inputs",
     "crop_input",
-    "check_graph",
 ]
 
 logger = logging.getLogger(__name__)
@@ -109,37 +106,42 @@ def make_session(path: str, threads: Optional[int] = None, cuda: bool = False) -
     return ort.InferenceSession(path, so, providers=providers)
 
 
-def postprocess(
+def graph_detections(
     boxes: np.ndarray,
     scores: np.ndarray,
     classes: np.ndarray,
     in_hw: Tuple[int, int],
     out_hw: Tuple[int, int],
 ) -> Detections:
-    """Graph outputs -> detections in the original image, as ``detector_postprocess`` does.
-
-    Drops padding rows (score <= 0 or class < 0), scales boxes from the graph's input size to
-    ``out_hw``, clips them to it and drops empty boxes.
+    """Graph outputs -> detections in the original image, through detectron2's own
+    ``detector_postprocess`` (scale to ``out_hw``, clip, drop empty boxes), as ``model(inputs)``.
 
     Args:
-        boxes: (D, 4) xyxy in input-image pixels.
+        boxes: (D, 4) xyxy in input-image pixels; rows with score <= 0 or class < 0 are padding.
         scores: (D,).
         classes: (D,).
         in_hw: (H, W) of the image given to the graph.
         out_hw: (height, width) of the original image.
     """
-    keep = (scores > 0) & (classes >= 0)
-    b = boxes[keep].astype(np.float32).copy()
-    sy, sx = out_hw[0] / in_hw[0], out_hw[1] / in_hw[1]
-    b[:, 0::2] *= np.float32(sx)
-    b[:, 1::2] *= np.float32(sy)
-    b[:, 0::2] = b[:, 0::2].clip(0, out_hw[1])
-    b[:, 1::2] = b[:, 1::2].clip(0, out_hw[0])
-    nonempty = (b[:, 2] > b[:, 0]) & (b[:, 3] > b[:, 1])
+    from detectron2.modeling.postprocessing import detector_postprocess
+    from detectron2.structures import Boxes, Instances
+
+    # non-finite rows would trip Boxes.clip's assert; dropping them fails the match instead
+    keep = (scores > 0) & (classes >= 0) & np.isfinite(boxes).all(axis=1)
+    inst = Instances(
+        (int(in_hw[0]), int(in_hw[1])),
+        pred_boxes=Boxes(torch.from_numpy(boxes[keep].astype(np.float32))),
+        scores=torch.from_numpy(scores[keep].astype(np.float32)),
+        pred_classes=torch.from_numpy(classes[keep].astype(np.int64)),
+    )
+    return _as_detections(detector_postprocess(inst, int(out_hw[0]), int(out_hw[1])))
+
+
+def _as_detections(inst: Any) -> Detections:
     return Detections(
-        b[nonempty],
-        scores[keep][nonempty].astype(np.float32),
-        classes[keep][nonempty].astype(np.int64),
+        inst.pred_boxes.tensor.numpy().astype(np.float32),
+        inst.scores.numpy().astype(np.float32),
+        inst.pred_classes.numpy().astype(np.int64),
     )
 
 
@@ -167,7 +169,7 @@ class OrtDetector:
         out = self.run(image)
         hw = image.shape[-2:]
         out_hw = (int(inp.get("height", hw[0])), int(inp.get("width", hw[1])))
-        return postprocess(out["boxes"], out["scores"], out["classes"], hw, out_hw)
+        return graph_detections(out["boxes"], out["scores"], out["classes"], hw, out_hw)
 
 
 def as_batch(image: torch.Tensor) -> np.ndarray:
@@ -178,12 +180,7 @@ def as_batch(image: torch.Tensor) -> np.ndarray:
 def torch_detections(model: nn.Module, inp: Dict[str, Any]) -> Detections:
     """The reference: the stock detectron2 forward on one input dict."""
     with torch.no_grad():
-        inst = model([inp])[0]["instances"]
-    return Detections(
-        inst.pred_boxes.tensor.numpy().astype(np.float32),
-        inst.scores.numpy().astype(np.float32),
-        inst.pred_classes.numpy().astype(np.int64),
-    )
+        return _as_detections(model([inp])[0]["instances"])
 
 
 def match_detections(
@@ -328,18 +325,33 @@ def evaluate_ap(
         inst.scores = torch.from_numpy(d.scores.astype(np.float32))
         inst.pred_classes = torch.from_numpy(d.classes.astype(np.int64))
         evaluator.process([inp], [{"instances": inst}])
-    try:
-        res = evaluator.evaluate(img_ids=[inp["image_id"] for inp in inputs])
-    except TypeError:  # evaluators without img_ids
-        res = evaluator.evaluate()
+    # pycocotools prints its summary and detectron2 logs a table per call: the caller prints
+    # one table for all variants instead
+    with contextlib.redirect_stdout(io.StringIO()), _quiet("detectron2.evaluation"):
+        try:
+            res = evaluator.evaluate(img_ids=[inp["image_id"] for inp in inputs])
+        except TypeError:  # evaluators without img_ids
+            res = evaluator.evaluate()
     return {k: float(v) for k, v in (res or {}).get("bbox", {}).items() if np.isscalar(v)}
 
 
+@contextlib.contextmanager
+def _quiet(logger_name: str) -> Iterator[None]:
+    log = logging.getLogger(logger_name)
+    old = log.level
+    log.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        log.setLevel(old)
+
+
 def ap_delta(ref: Dict[str, float], got: Dict[str, float]) -> Optional[float]:
-    """``got["AP"] - ref["AP"]``; 0.0 when both are NaN/absent (no detections on either side)."""
+    """``got["AP"] - ref["AP"]`` (a NaN/absent side counts as 0); None when both are NaN or
+    absent: the evaluation compared nothing, which the gate must not take for a pass."""
     a, b = ref.get("AP", float("nan")), got.get("AP", float("nan"))
     if np.isnan(a) and np.isnan(b):
-        return 0.0
+        return None
     a, b = (0.0 if np.isnan(a) else a), (0.0 if np.isnan(b) else b)
     return float(b - a)
 
@@ -365,89 +377,4 @@ def crop_input(inp: Dict[str, Any]) -> Dict[str, Any]:
         "height": h,
         "width": w,
         "image_id": f"{inp.get('image_id')}/crop",
-    }
-
-
-def _all_nodes(graph: onnx.GraphProto) -> Iterable[onnx.NodeProto]:
-    for node in graph.node:
-        yield node
-        for attr in node.attribute:
-            subs = [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)
-            for sub in subs:
-                yield from _all_nodes(sub)
-
-
-def _constant_bytes(proto: onnx.ModelProto) -> int:
-    """Bytes of weights: initializers plus tensors inside Constant nodes, subgraphs included."""
-    total = sum(
-        len(t.raw_data) or onnx.numpy_helper.to_array(t).nbytes for t in proto.graph.initializer
-    )
-    for node in _all_nodes(proto.graph):
-        if node.op_type == "Constant":
-            for a in node.attribute:
-                if a.type == onnx.AttributeProto.TENSOR:
-                    total += onnx.numpy_helper.to_array(a.t).nbytes
-    return total
-
-
-def check_graph(graph: ExportedGraph, model: nn.Module) -> Dict[str, Any]:
-    """Structural checks of one written graph; raise :class:`ExportError` on any failure.
-
-    Checks ``onnx.checker.check_model(full_check=True)``, the opset, that an e2e graph contains
-    ``NonMaxSuppression`` (subgraphs included), that R-CNN's RoiAlign uses ``half_pixel`` when
-    the pooler is ``aligned``, and that the weights are at most 1.1x the student's fp32 parameter
-    bytes (+1 MiB), which a teacher leaking into the graph would exceed.
-
-    Args:
-        graph: the file to check.
-        model: the student it was exported from.
-
-    Returns:
-        Facts for the report: opset, op counts, weight bytes, node count.
-    """
-    path = graph.path
-    try:
-        onnx.checker.check_model(path, full_check=True)
-    except Exception as e:
-        raise ExportError(f"[export] onnx.checker rejected {path}: {e}") from e
-    proto = onnx.load(path)
-    opset = max((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), default=0)
-    if opset < MIN_OPSET:
-        raise ExportError(f"[export] {path} has opset {opset} < {MIN_OPSET}")
-    ops: Dict[str, int] = {}
-    for node in _all_nodes(proto.graph):
-        ops[node.op_type] = ops.get(node.op_type, 0) + 1
-    if graph.kind == "e2e" and "NonMaxSuppression" not in ops:
-        raise ExportError(f"[export] {path}: e2e graph has no NonMaxSuppression node")
-    if "RoiAlign" in ops:
-        aligned = any(getattr(m, "aligned", False) for m in model.modules())
-        for node in _all_nodes(proto.graph):
-            if node.op_type != "RoiAlign":
-                continue
-            mode = next(
-                (
-                    a.s.decode()
-                    for a in node.attribute
-                    if a.name == "coordinate_transformation_mode"
-                ),
-                "half_pixel",
-            )
-            if aligned and mode != "half_pixel":
-                raise ExportError(
-                    f"[export] {path}: RoiAlign {node.name} mode {mode}, expected half_pixel"
-                )
-    n_params = sum(p.numel() for p in model.parameters())
-    weight_bytes = _constant_bytes(proto)
-    limit = int(1.1 * 4 * n_params) + (1 << 20)
-    if graph.kind in ("e2e", "raw") and weight_bytes > limit:
-        raise ExportError(
-            f"[export] {path} holds {weight_bytes / 2**20:.1f} MiB of weights, more than 1.1x the "
-            f"student's {n_params} fp32 parameters: something other than the student was exported"
-        )
-    return {
-        "opset": opset,
-        "nodes": len(proto.graph.node),
-        "weight_bytes": weight_bytes,
-        "student_params": n_params,
-        "ops": dict(sorted(ops.items())),
     }

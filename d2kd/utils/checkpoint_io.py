@@ -17,6 +17,7 @@ import io
 import logging
 import os
 import pickle
+import zipfile
 from typing import Any, Dict
 
 import torch
@@ -98,19 +99,41 @@ def _read_pkl(path: str, unsafe_load: bool) -> Dict[str, Any]:
     return {"model": blobs, "__author__": "Caffe2", "matching_heuristics": True}
 
 
+# How torch's weights-only unpickler names what it refused (not a damaged file): a global off
+# its allowlist or from a blocked module (os, posix, sys), a call, construction or build of
+# something it does not know, an opcode of pickle protocol > 2. Garbage bytes reach the same
+# unpickler, so the non-global refusals count only inside a torch zip archive.
+_GLOBAL_REFUSALS = ("Unsupported global", "unsupported GLOBAL")
+_OTHER_REFUSALS = ("Trying to call reduce", "Can only", "persistent", "Unsupported operand")
+
+
+def _refusal_detail(path: str, error: Exception) -> str:
+    """What the safe unpickler refused, or "" when the bytes are not a checkpoint at all."""
+    archive = None
+    for line in str(error).splitlines():
+        line = line.split("WeightsUnpickler error:")[-1].strip()
+        if any(mark in line for mark in _GLOBAL_REFUSALS):
+            return line.split("Unsupported global:")[-1].strip()
+        if any(mark in line for mark in _OTHER_REFUSALS):
+            archive = zipfile.is_zipfile(path) if archive is None else archive
+            if archive:
+                return line
+    return ""
+
+
 def _read_torch(path: str, unsafe_load: bool) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
-        detail = next((ln for ln in lines if "Unsupported global" in ln), "")
+        detail = _refusal_detail(path, e)
         if not detail:  # garbage bytes fail in the unpickler too
+            lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
             raise CheckpointError(
                 f"[checkpoint] could not read {path}: not a torch checkpoint or truncated "
                 f"({lines[0] if lines else e})"
             ) from e
         if not unsafe_load:
-            raise _refusal(path, detail.split("Unsupported global:")[-1].strip()) from e
+            raise _refusal(path, detail) from e
         logger.warning("[checkpoint] loading %s with weights_only=False (--unsafe-load)", path)
         try:
             return torch.load(path, map_location="cpu", weights_only=False)

@@ -104,6 +104,9 @@ def test_retinanet_student_passes_the_gate(retinanet_export):
     fp32 = report["variants"]["fp32"]
     assert fp32["exporter"] == "dynamo" and fp32["graphs"]["e2e"]["opset"] >= 17
     assert "NonMaxSuppression" in fp32["graphs"]["e2e"]["ops"]
+    nms = next(n for n in onnx.load(str(out / "student_e2e.onnx")).graph.node
+               if n.op_type == "NonMaxSuppression")  # fmt: skip
+    assert len(nms.input) == 5  # a score threshold: NMS skips the zeroed top-k candidates
     det = fp32["detections"]
     assert det["required"] > 100 and det["matched"] == det["required"]  # real detections
     assert det["max_box_px"] <= 1e-2 and det["max_score"] <= 1e-4
@@ -290,10 +293,87 @@ def test_cli_exports_a_faster_rcnn_student_with_int8(tmp_path):
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "GeneralizedRCNN exported" in proc.stdout
+    # int8 detections are not matched against fp32 tolerances: the line says so and gives ΔAP
+    int8_line = next(ln for ln in proc.stdout.splitlines() if ln.strip().startswith("int8:"))
+    assert "detections not gated" in int8_line and "ΔAP " in int8_line
+    assert "matched" not in int8_line and "box diff" not in int8_line
+    # one AP table for torch, fp32 and int8; no per-evaluation COCOeval summaries
+    assert proc.stdout.count("COCO box AP") == 1 and "Average Precision" not in proc.stdout
+    assert [ln.split("|")[0].strip() for ln in proc.stdout.splitlines()[-3:]] == [
+        "torch", "fp32", "int8"
+    ]  # fmt: skip
     report = json.loads((out / "report.json").read_text())
     fp32 = report["variants"]["fp32"]
     assert fp32["exporter"] == "legacy" and fp32["opset"] == 17
     assert fp32["graphs"]["e2e"]["ops"].get("RoiAlign", 0) >= 1
     assert fp32["detections"]["matched"] == fp32["detections"]["required"] > 0
-    assert "delta_ap" in report["variants"]["int8"]
+    int8 = report["variants"]["int8"]
+    assert int8["detections"]["gated"] is False and int8["delta_ap"] is not None
     assert (out / "student_e2e_int8.onnx").exists() and not (out / "student_raw.onnx").exists()
+
+
+def test_a_gate_that_compared_nothing_fails(retinanet_export, tmp_path):
+    """A model with no detections must not pass with 0/0 matched and AP NaN on both sides."""
+    out = tmp_path / "out"
+    with pytest.raises(GateFailed) as info:
+        export_student(
+            RETINANET, retinanet_export["ckpt"], str(out), exporter="legacy",
+            num_parity_images=2, eval_images=2, opts=["+model.student.test_score_thresh=1.01"],
+        )  # fmt: skip
+    msg = str(info.value)
+    assert "fp32: nothing was compared" in msg and "0/0 matched" in msg
+    assert "fp32: AP compared nothing" in msg and "neither produced a detection" in msg
+    assert sorted(os.listdir(out)) == ["report.failed.json"]
+    fp32 = json.loads((out / "report.failed.json").read_text())["variants"]["fp32"]
+    assert fp32["passed"] is False and fp32["detections"]["required"] == 0
+    assert fp32["delta_ap"] is None and fp32["raw"]["passed"]  # the raw tensors did match
+
+
+def test_summary_says_int8_is_not_gated_and_prints_ap_once():
+    cli = _load_cli()
+    ap = {"AP": 30.0, "AP50": 50.0, "AP75": 31.0, "APs": 10.0, "APm": 30.0, "APl": float("nan")}
+    report = {
+        "model": "RetinaNet", "status": "passed", "images": {"eval": 4}, "ap_torch": ap,
+        "variants": {
+            "fp32": {"files": {"e2e": "student_e2e.onnx"}, "ap": ap, "delta_ap": 0.0,
+                     "max_abs_delta_ap": 0.1, "detections": {"gated": True, "required": 5,
+                     "matched": 5, "max_box_px": 1e-5, "max_score": 1e-6}},
+            "int8": {"files": {"e2e": "student_e2e_int8.onnx"}, "ap": dict(ap, AP=29.7),
+                     "delta_ap": -0.3, "max_abs_delta_ap": 1.0, "detections": {"gated": False}},
+        },
+    }  # fmt: skip
+    text = cli.summary(report, "out")
+    int8 = next(ln for ln in text.splitlines() if ln.strip().startswith("int8:"))
+    assert "detections not gated" in int8 and "ΔAP -0.300 (bound ±1.0)" in int8
+    assert "matched 5/5" in text and text.count("COCO box AP") == 1
+    assert text.splitlines()[-1].split("|")[:2] == ["    int8    ", " 29.70 "]
+
+
+def _load_cli():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "export_student_cli", ROOT / "tools" / "export_student.py"
+    )
+    cli = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cli)
+    return cli
+
+
+def test_int8_runs_every_convolution_in_int8_and_keeps_decode_fp32(retinanet_export, tmp_path):
+    """S8S8 activations with only Conv quantized left onnxruntime running every Conv followed by
+    a Relu in fp32 (half of a ResNet's); U8S8 over the network's ops fuses them all, and no Q/DQ
+    enters the decode or NMS."""
+    from d2kd.export.quantize import CONVNET_OPS, quantize_int8
+
+    cfg = LazyConfig.load(RETINANET)
+    calib = [x["image"].float().numpy()[None] for x in load_inputs(cfg.dataloader.test, 2)]
+    dst = str(tmp_path / "int8.onnx")
+    facts = quantize_int8(str(retinanet_export["out"] / "student_e2e.onnx"), dst, calib)
+    assert facts["fp32_convs"] == 0 and facts["activations"] == "uint8"
+    proto = onnx.load(dst)
+    producer = {o: n.op_type for n in proto.graph.node for o in n.output}
+    fed_by = {
+        producer.get(n.input[0], "input") for n in proto.graph.node if n.op_type == "QuantizeLinear"
+    }
+    assert fed_by <= set(CONVNET_OPS) | {"Pad"}, fed_by  # no Q after sigmoid, top-k, decode
