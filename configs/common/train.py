@@ -13,6 +13,10 @@ train = dict(
     # CUDA when there is one; `train.device=cpu` forces the CPU.
     device="cuda" if torch.cuda.is_available() else "cpu",
     seed=0,  # seeds every RNG (+rank) and the resumable loader's shuffle and augmentation
-    teacher_check=dict(num_images=0, min_ap=0.0),  # >0 images: evaluate the teacher first
+    # Evaluate the loaded teacher on the first test images before training and stop below the
+    # floor: an untrained or mis-loaded teacher scores ~0 (or no detection: AP NaN), a trained
+    # one far above 1. train.teacher_check.num_images=0 turns it off.
+    teacher_check=dict(num_images=20, min_ap=1.0),
+    unsafe_load=False,  # True (or --unsafe-load): full unpickle of trusted legacy checkpoints
     clip_grad=None,  # e.g. dict(max_norm=35) as the FGD / LSHFM recipes
 )

@@ -5,13 +5,13 @@ vanish, so loading is strict by default and the report is logged.
 """
 
 import logging
-import os
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Sequence, Tuple
 
 import torch
-from detectron2.checkpoint import DetectionCheckpointer
 from torch import nn
+
+from ..utils.checkpoint_io import CheckpointError, read_checkpoint
 
 __all__ = ["Teacher", "KeyReport", "TeacherLoadError", "inherit_from_teacher"]
 
@@ -43,40 +43,29 @@ def _matches(key: str, patterns: Sequence[str]) -> bool:
     return any(key == p or (p.endswith("*") and key.startswith(p[:-1])) for p in patterns)
 
 
-def read_weights_file(path: str) -> Dict[str, Any]:
-    """Read a checkpoint's state dict, safely where the format allows.
+def read_weights_file(path: str, unsafe_load: bool = False) -> Dict[str, Any]:
+    """Read a teacher checkpoint's state dict through d2kd's one safe reader.
 
-    ``.pth`` files go through ``torch.load(weights_only=True)``; Detectron2 model-zoo ``.pkl``
-    files through Detectron2's reader. A dict with a "model" key is unwrapped.
+    ``.pth`` files are read with ``torch.load(weights_only=True)``, Detectron2 model-zoo ``.pkl``
+    files with an unpickler that builds numpy arrays and nothing else
+    (:func:`d2kd.utils.checkpoint_io.read_checkpoint`); a dict with a "model" key is unwrapped.
 
     Raises:
-        TeacherLoadError: naming the file when it is missing or cannot be read.
+        TeacherLoadError: naming the file when it is missing, unreadable or refused as unsafe.
     """
     if not path:
         raise TeacherLoadError(
             "[Teacher] no teacher weights given: set model.teacher.weights=<checkpoint>"
         )
-    if "://" in path:  # e.g. detectron2://COCO-Detection/...pkl, fetched and cached by iopath
-        from detectron2.utils.file_io import PathManager
-
-        try:
-            path = PathManager.get_local_path(path)
-        except Exception as e:
-            raise TeacherLoadError(f"[Teacher] could not fetch teacher weights {path}: {e}") from e
-    if not os.path.isfile(path):
-        raise TeacherLoadError(f"[Teacher] teacher weights file not found: {path}")
     try:
-        if path.endswith(".pkl"):
-            data = DetectionCheckpointer(nn.Module())._load_file(path)
-        else:
-            data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise TeacherLoadError(f"[Teacher] could not read teacher weights {path}: {e}") from e
-    state = data.get("model", data) if isinstance(data, dict) else None
+        data = read_checkpoint(path, unsafe_load=unsafe_load)
+    except CheckpointError as e:
+        raise TeacherLoadError(str(e).replace("[checkpoint]", "[Teacher] teacher weights:")) from e
+    state = data["model"]
     if not isinstance(state, dict) or not state:
         raise TeacherLoadError(f"[Teacher] {path} holds no state dict (expected a 'model' key)")
     state = {k: torch.as_tensor(v) for k, v in state.items()}
-    if isinstance(data, dict) and data.get("matching_heuristics"):
+    if data.get("matching_heuristics"):
         state[_HEURISTICS] = torch.ones(())  # Caffe2-style names: rename by matching (see load)
     return state
 
@@ -119,7 +108,7 @@ class Teacher(nn.Module):
         """Keep the teacher in eval mode (BN statistics frozen) whatever the caller asks."""
         return super().train(False)
 
-    def load(self, path: str = "") -> KeyReport:
+    def load(self, path: str = "", unsafe_load: bool = False) -> KeyReport:
         """Load weights strictly and return the key report.
 
         Raises:
@@ -128,7 +117,7 @@ class Teacher(nn.Module):
                 ``allow_missing`` / ``allow_unexpected`` permit.
         """
         path = path or self.weights
-        state = read_weights_file(path)
+        state = read_weights_file(path, unsafe_load=unsafe_load)
         own = self.model.state_dict()
         if state.pop(_HEURISTICS, None) is not None:
             from detectron2.checkpoint.c2_model_loading import align_and_update_state_dicts

@@ -10,8 +10,9 @@ from functools import cached_property
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import torch
+import torch.nn.functional as F
 from detectron2.layers import ShapeSpec
-from detectron2.structures import Instances
+from detectron2.structures import ImageList, Instances
 from torch import Tensor, nn
 
 __all__ = [
@@ -98,10 +99,20 @@ class KDContext:
         return self.teacher
 
     def teacher_images(self):
-        """The batch normalised and padded by the teacher's own preprocessing (an ImageList)."""
+        """The batch normalised and padded by the teacher's own preprocessing (an ImageList).
+
+        When the student padded its batch further (e.g. a RetinaNet with P7 pads to multiples
+        of 128, a Faster R-CNN teacher to 32), the teacher's tensor gets the same extra zero
+        padding at the bottom and right, which is what its own preprocessing would have produced
+        with the student's size divisibility: their feature maps then align cell for cell. RoI
+        terms are unaffected either way (boxes are in input pixels).
+        """
         self._require_teacher()
         if self._teacher_images is None:
-            self._teacher_images = self.teacher.preprocess_image(self.batched_inputs)
+            images = self.teacher.preprocess_image(self.batched_inputs)
+            if "backbone" in self.student_inputs:
+                images = _pad_to(images, self.padded_hw)
+            self._teacher_images = images
         return self._teacher_images
 
     def teacher_features(self) -> Dict[str, Tensor]:
@@ -111,6 +122,15 @@ class KDContext:
             with torch.no_grad():
                 self._teacher_features = teacher.backbone(self.teacher_images().tensor)
         return self._teacher_features
+
+
+def _pad_to(images: ImageList, hw: Tuple[int, int]) -> ImageList:
+    """Zero-pad an ImageList's tensor at the bottom/right up to ``hw`` (never crops)."""
+    h, w = images.tensor.shape[-2:]
+    if h >= hw[0] and w >= hw[1]:
+        return images
+    padded = F.pad(images.tensor, (0, max(0, hw[1] - w), 0, max(0, hw[0] - h)))
+    return ImageList(padded, images.image_sizes)
 
 
 class KDTerm(nn.Module):
@@ -228,8 +248,13 @@ class FeatureLevelTerm(KDTerm):
             if fs.shape[0] != ft.shape[0] or fs.shape[-2:] != ft.shape[-2:]:
                 raise ValueError(
                     f"[{self.owner}] level '{level}': student map {tuple(fs.shape)} and teacher "
-                    f"map {tuple(ft.shape)} differ in batch or spatial size (check both models' "
-                    "size_divisibility and input resolution)"
+                    f"map {tuple(ft.shape)} differ in batch or spatial size: the student's batch "
+                    f"is padded to {tuple(ctx.padded_hw)} (size_divisibility "
+                    f"{ctx.student.backbone.size_divisibility}), the teacher's to "
+                    f"{tuple(ctx.teacher_images().tensor.shape[-2:])} (size_divisibility "
+                    f"{ctx.teacher.backbone.size_divisibility}); the teacher's padding is "
+                    "extended to the student's, never cropped, so give the student the larger "
+                    "size_divisibility"
                 )
             yield level, fs, ft
 

@@ -13,8 +13,8 @@ while ``--resume`` restores everything else.
 """
 
 import os
-import tempfile
 from typing import Any, Dict, Optional, Tuple
+from urllib.parse import parse_qs
 
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
@@ -22,6 +22,8 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from ..distill.distiller import Distiller
+from ..utils.checkpoint_io import read_checkpoint
+from ..utils.files import atomic_write, atomic_write_text
 
 __all__ = ["DistillCheckpointer", "split_student", "unwrap_ddp", "CHECKPOINT_FORMAT", "RNGState"]
 
@@ -81,52 +83,33 @@ class LossNormalizerState:
                 modules[name].loss_normalizer = value
 
 
-def _atomic_torch_save(obj: Any, path: str) -> None:
-    """Write to a temporary file in the same folder, fsync, then rename over ``path``."""
-    folder = os.path.dirname(path) or "."
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".pth", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def _atomic_write_text(text: str, path: str) -> None:
-    folder = os.path.dirname(path) or "."
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=folder)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 class DistillCheckpointer(DetectionCheckpointer):
     """A DetectionCheckpointer for plain models and Distillers alike.
 
     For a Distiller the checkpointed model is the student and the KD terms are the "distill"
     checkpointable. Saving never leaves a truncated file behind: a killed process leaves either
-    the previous checkpoint or the new one, and ``last_checkpoint`` names a complete file.
+    the previous checkpoint or the new one, and ``last_checkpoint`` names a complete file; a full
+    disk stops the run with :class:`d2kd.utils.files.DiskFullError` naming the intact file.
+    Loading goes through :func:`d2kd.utils.checkpoint_io.read_checkpoint` whatever the file's
+    location (init, resume, eval-only): only tensors, arrays and plain containers are unpickled.
 
     Args:
         model: a Detectron2 model, a Distiller, or either wrapped in DDP.
         save_dir: output folder.
+        unsafe_load: the named opt-out for trusted legacy files (``train.unsafe_load``).
         checkpointables: further objects with ``state_dict``/``load_state_dict`` (trainer, ...).
     """
 
-    def __init__(self, model: nn.Module, save_dir: str = "", **checkpointables: Any):
+    def __init__(
+        self, model: nn.Module, save_dir: str = "", unsafe_load: bool = False, **checkpointables: Any
+    ):
         student, kd_parts = split_student(model)
         if kd_parts is not None:
             checkpointables.setdefault("distill", kd_parts)
         checkpointables.setdefault("rng", RNGState())
         checkpointables.setdefault("loss_normalizers", LossNormalizerState(student))
         self.is_distiller = kd_parts is not None
+        self.unsafe_load = unsafe_load
         super().__init__(student, save_dir, **checkpointables)
 
     def save(self, name: str, **kwargs: Any) -> None:
@@ -144,21 +127,15 @@ class DistillCheckpointer(DetectionCheckpointer):
         basename = f"{name}.pth"
         save_file = os.path.join(self.save_dir, basename)
         self.logger.info(f"Saving checkpoint to {save_file}")
-        os.makedirs(self.save_dir, exist_ok=True)
-        _atomic_torch_save(data, save_file)
+        atomic_write(save_file, lambda f: torch.save(data, f))
         self.tag_last_checkpoint(basename)
 
     def tag_last_checkpoint(self, last_filename_basename: str) -> None:
-        _atomic_write_text(last_filename_basename, os.path.join(self.save_dir, "last_checkpoint"))
+        atomic_write_text(os.path.join(self.save_dir, "last_checkpoint"), last_filename_basename)
 
     def _load_file(self, filename: str) -> Dict[str, Any]:
-        if filename.endswith(".pkl"):
-            return super()._load_file(filename)
-        try:
-            return torch.load(filename, map_location="cpu", weights_only=True)
-        except Exception as e:
-            # Resume files hold optimizer and hook state that safe unpickling may reject; this
-            # process wrote them itself, so a full load is acceptable there.
-            if os.path.dirname(os.path.abspath(filename)) == os.path.abspath(self.save_dir or ""):
-                return torch.load(filename, map_location="cpu", weights_only=False)
-            raise RuntimeError(f"[Checkpointer] could not read {filename}: {e}") from e
+        data = read_checkpoint(filename, unsafe_load=self.unsafe_load)
+        url = self._parsed_url_during_load
+        if url is not None and parse_qs(url.query).get("matching_heuristics") == ["True"]:
+            data["matching_heuristics"] = True
+        return data

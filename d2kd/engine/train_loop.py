@@ -4,7 +4,6 @@ Modelled on Detectron2's ``tools/lazyconfig_train_net.py``; everything new is a 
 function here, so the stock trainers (SimpleTrainer, AMPTrainer) run the loop.
 """
 
-import json
 import logging
 import os
 from typing import Any, Dict, Optional
@@ -13,15 +12,17 @@ import torch
 from detectron2.config import instantiate
 from detectron2.data import build_detection_test_loader
 from detectron2.engine import AMPTrainer, SimpleTrainer, default_writers, hooks
+from detectron2.engine.defaults import create_ddp_model as d2_create_ddp_model
 from detectron2.evaluation import inference_on_dataset, print_csv_format
 from detectron2.utils import comm
 from torch import nn
-from torch.nn.parallel import DistributedDataParallel
 
 from ..distill.distiller import Distiller
 from ..distill.teacher import inherit_from_teacher
+from ..utils.files import remove_stale_temporaries, write_json
 from .checkpoint import DistillCheckpointer, split_student
 from .hooks import GradientClipping
+from .setup import staged_config
 
 __all__ = [
     "do_train",
@@ -40,30 +41,16 @@ class TeacherCheckError(RuntimeError):
 
 
 def create_ddp_model(model: nn.Module, device: str, **ddp_kwargs: Any) -> nn.Module:
-    """Wrap in DDP when there are several processes; CPU (gloo) and CUDA alike.
+    """Detectron2's ``create_ddp_model``, with ``device_ids=None`` on the CPU (gloo), where
+    DDP refuses the local rank it would otherwise pass.
 
     The Distiller tells DDP to ignore every teacher parameter and buffer, so the frozen teacher
     is neither synchronised nor broadcast.
     """
-    if comm.get_world_size() == 1:
-        return model
     kwargs = dict(ddp_kwargs)
-    fp16 = kwargs.pop("fp16_compression", False)
-    if str(device).startswith("cuda"):
-        kwargs.setdefault("device_ids", [comm.get_local_rank()])
-    ddp = DistributedDataParallel(model, **kwargs)
-    if fp16:
-        from torch.distributed.algorithms.ddp_comm_hooks import default as comm_hooks
-
-        ddp.register_comm_hook(state=None, hook=comm_hooks.fp16_compress_hook)
-    return ddp
-
-
-def _write_json(results: Dict[str, Any], path: str) -> None:
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(results, f, indent=2)
-    os.replace(tmp, path)
+    if not str(device).startswith("cuda"):
+        kwargs["device_ids"] = None
+    return d2_create_ddp_model(model, **kwargs)
 
 
 def do_test(cfg, model: nn.Module, tag: str = "final") -> Optional[Dict[str, Any]]:
@@ -82,7 +69,7 @@ def do_test(cfg, model: nn.Module, tag: str = "final") -> Optional[Dict[str, Any
         out = cfg.train.output_dir
         if out:
             os.makedirs(out, exist_ok=True)
-            _write_json(results, os.path.join(out, f"eval_{tag}.json"))
+            write_json(results, os.path.join(out, f"eval_{tag}.json"))
     return results
 
 
@@ -118,7 +105,7 @@ def prepare_teacher(cfg, model: nn.Module) -> None:
     """Load a Distiller's teacher (strict key report) and run the optional quick check."""
     if not isinstance(model, Distiller) or model.teacher is None:
         return
-    model.teacher.load()
+    model.teacher.load(unsafe_load=bool(cfg.train.get("unsafe_load", False)))
     model.on_teacher_loaded()
     if model.init_student_from_teacher:
         inherit_from_teacher(model.student, model.teacher.model)
@@ -138,6 +125,16 @@ def build_trainer(cfg, model: nn.Module, data_loader, optimizer):
 
 
 def do_train(args, cfg) -> Optional[Dict[str, Any]]:
+    """Train ``cfg.model``; see :func:`_train` for the keys read. ``config.yaml`` is written
+    only if the run gets past its checks (teacher, resume point) to the first step."""
+    if comm.is_main_process() and cfg.train.output_dir:
+        for path in remove_stale_temporaries(cfg.train.output_dir):
+            logger.info(f"Removed {path}, left by a save that was killed")
+    with staged_config(cfg) as publish_config:
+        return _train(args, cfg, publish_config)
+
+
+def _train(args, cfg, publish_config) -> Optional[Dict[str, Any]]:
     """Train ``cfg.model`` (a Distiller or a plain detector), resuming when asked.
 
     Config keys read:
@@ -148,7 +145,8 @@ def do_train(args, cfg) -> Optional[Dict[str, Any]]:
         train.output_dir, train.init_checkpoint (student/plain weights), train.max_iter,
         train.amp.enabled, train.ddp (DDP kwargs), train.checkpointer (period, max_to_keep),
         train.eval_period, train.log_period, train.device,
-        train.teacher_check (optional: num_images, min_ap),
+        train.teacher_check (optional: num_images, min_ap; num_images=0 turns it off),
+        train.unsafe_load (optional: read trusted legacy checkpoints with a full unpickle),
         train.clip_grad (optional: max_norm; the global gradient norm is clipped to it).
         train.hooks (optional: a list of LazyCall nodes of Detectron2 ``HookBase`` objects,
             registered after the LR scheduler and before checkpointing; a hook with
@@ -173,7 +171,10 @@ def do_train(args, cfg) -> Optional[Dict[str, Any]]:
     model = create_ddp_model(model, cfg.train.device, **cfg.train.ddp)
     trainer = build_trainer(cfg, model, train_loader, optim)
     extra_hooks = [instantiate(h) for h in (cfg.train.get("hooks", None) or [])]
-    checkpointer = DistillCheckpointer(model, cfg.train.output_dir, trainer=trainer)
+    unsafe = bool(cfg.train.get("unsafe_load", False))
+    checkpointer = DistillCheckpointer(
+        model, cfg.train.output_dir, unsafe_load=unsafe, trainer=trainer
+    )
     trainer.register_hooks(
         [
             hooks.IterationTimer(),
@@ -198,6 +199,12 @@ def do_train(args, cfg) -> Optional[Dict[str, Any]]:
     )
     checkpointer.resume_or_load(cfg.train.init_checkpoint, resume=args.resume)
     start_iter = trainer.iter + 1 if args.resume and checkpointer.has_checkpoint() else 0
+    if start_iter > cfg.train.max_iter:
+        raise ValueError(
+            f"[train_net] the checkpoint {checkpointer.get_checkpoint_file()} is at iteration "
+            f"{trainer.iter}, past train.max_iter={cfg.train.max_iter}: raise train.max_iter to "
+            "train on, or give another train.output_dir to start anew"
+        )
     if hasattr(train_loader, "set_start_iter"):
         train_loader.set_start_iter(start_iter)
     elif start_iter > 0:
@@ -207,6 +214,7 @@ def do_train(args, cfg) -> Optional[Dict[str, Any]]:
     # resumed early would replay the first-call path where an uninterrupted run is already on
     # the specialised one, and training from scratch amplifies that noise. Unspecialised
     # execution makes a step's numerics independent of how many steps this process ran.
+    publish_config()
     with torch.jit.optimized_execution(False):
         trainer.train(start_iter, cfg.train.max_iter)
     return trainer.storage.latest() if comm.is_main_process() else None
@@ -217,7 +225,10 @@ def do_eval_only(cfg) -> Optional[Dict[str, Any]]:
     model = instantiate(cfg.model)
     model.to(cfg.train.device)
     student, _ = split_student(model)
-    DistillCheckpointer(student).load(cfg.train.init_checkpoint, checkpointables=[])
+    unsafe = bool(cfg.train.get("unsafe_load", False))
+    DistillCheckpointer(student, unsafe_load=unsafe).load(
+        cfg.train.init_checkpoint, checkpointables=[]
+    )
     model = create_ddp_model(model, cfg.train.device)
     return do_test(cfg, model, "final")
 

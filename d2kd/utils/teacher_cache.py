@@ -13,7 +13,15 @@ from typing import Sequence
 
 __all__ = ["cache_root", "teacher_cache_dir", "IGNORED_TRAIN_KEYS"]
 
-IGNORED_TRAIN_KEYS = ("output_dir", "eval_period", "log_period", "checkpointer", "device")
+IGNORED_TRAIN_KEYS = (
+    "output_dir",
+    "eval_period",
+    "log_period",
+    "checkpointer",
+    "device",
+    "teacher_check",
+    "unsafe_load",
+)
 
 
 def cache_root() -> Path:

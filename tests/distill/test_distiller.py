@@ -1,12 +1,13 @@
 """The Distiller core: loss keys, frozen teacher, eval path, validation messages, the guard."""
 
 import copy
+import os
 
 import pytest
 import torch
 from detectron2.config import instantiate
 from detectron2.utils.events import EventStorage
-from helpers import load_cfg, tiny_batch
+from helpers import ROOT, load_cfg, tiny_batch
 from torch import nn
 
 from d2kd.distill import Distiller, LinearWarmup, Taps, Teacher, Window, check_finite
@@ -248,3 +249,37 @@ def test_on_teacher_loaded_reaches_every_term(cfg, tmp_path):
     model.teacher.weights = str(path)
     prepare_teacher(cfg, model)
     assert term.loaded_with == [model.teacher.model]
+
+
+def test_a_teacher_with_a_smaller_size_divisibility_is_padded_like_the_student(cfg, batch):
+    """A student padding to 128 (e.g. a P7 detector asking for it) under a Faster R-CNN teacher
+    padding to 32: on 64 px crops their maps would differ; the teacher's batch gets the student's
+    extra zero padding, so feature terms compare aligned maps, equal to the teacher's own on the
+    zero-padded image. The other way round (the teacher pads more) is refused with both sizes."""
+    import torch.nn.functional as F
+
+    teacher_node = load_cfg(os.path.join(ROOT, "tests", "configs", "tiny_head.py")).model.teacher
+    model = Distiller(
+        student=instantiate(cfg.model.student),
+        teacher=instantiate(teacher_node),
+        terms={"mse": FeatureMSETerm(levels=["p3", "p4", "p5"])},
+    ).train()
+    model.student.backbone._size_divisibility = 128
+    teacher = model.teacher_model
+    captured = {}
+    model.terms["mse"].register_forward_hook(
+        lambda m, args, out: captured.update(p3=args[0].teacher_features()["p3"])
+    )
+    with EventStorage(0):
+        losses = model(batch)
+    assert {"loss_mse_p3", "loss_mse_p4", "loss_mse_p5"} <= set(losses)
+    own = teacher.preprocess_image(batch).tensor
+    assert tuple(own.shape[-2:]) == (64, 64)
+    padded = F.pad(own, (0, 64, 0, 64))
+    with torch.no_grad():
+        torch.testing.assert_close(captured["p3"], teacher.backbone(padded)["p3"])
+
+    model.student.backbone._size_divisibility = 32
+    teacher.backbone._size_divisibility = 128
+    with EventStorage(0), pytest.raises(ValueError, match=r"padded to \(64, 64\).*\(128, 128\)"):
+        model(batch)

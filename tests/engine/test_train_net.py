@@ -27,6 +27,37 @@ def _ok(proc):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 
 
+SHORT = ["train.max_iter=3", "train.checkpointer.period=1", "train.checkpointer.max_to_keep=10"]
+
+
+@pytest.fixture(scope="module")
+def short_run(tmp_path_factory, teacher_ckpt):
+    """A 3-iteration distillation run with a checkpoint every iteration, started in a folder
+    where a killed save had left a temporary file."""
+    out = tmp_path_factory.mktemp("short") / "run"
+    out.mkdir()
+    (out / ".tmp-abc123.pth").write_bytes(b"partial")
+    args = ["--config-file", TINY_DISTILL, f"model.teacher.weights={teacher_ckpt}", *SHORT]
+    _ok(run_train_net([*args, f"train.output_dir={out}"]))
+    return out, args
+
+
+def test_a_run_cleans_temporaries_logs_the_teacher_report_and_writes_0644(short_run):
+    out, _ = short_run
+    assert not list(out.glob(".tmp-*")), "a killed save's temporary file was left behind"
+    log = (out / "log.txt").read_text()
+    assert re.search(r"\[Teacher\] .*teacher.pth: \d+ tensors loaded, 0 missing", log)
+    modes = {p.name: p.stat().st_mode & 0o777 for p in out.iterdir() if p.is_file()}
+    assert modes["model_final.pth"] == modes["metrics.json"] == modes["config.yaml"], modes
+
+
+def test_resume_past_max_iter_names_the_iteration(short_run):
+    out, args = short_run
+    proc = run_train_net(["--resume", *args, f"train.output_dir={out}", "train.max_iter=1"])
+    assert proc.returncode != 0
+    assert "is at iteration 2, past train.max_iter=1" in proc.stdout + proc.stderr
+
+
 def test_distill_run_writes_a_stock_student_checkpoint(tmp_path, teacher_ckpt):
     out = tmp_path / "run"
     _ok(
@@ -86,13 +117,13 @@ def test_eval_only_needs_no_teacher(tmp_path, teacher_ckpt):
     [
         (
             ["model.teacher.weights=/no/such/teacher.pth"],
-            "teacher weights file not found: /no/such/teacher.pth",
+            r"teacher weights: file not found: /no/such/teacher.pth",
         ),
         (
             ["train.max_iters=3"],
             "unknown config key 'train.max_iters'.*did you mean train.max_iter",
         ),
-        (["model.teacher.weights=CORRUPT"], "could not read teacher weights .*corrupt.pth"),
+        (["model.teacher.weights=CORRUPT"], "could not read .*corrupt.pth: not a torch checkpoint"),
         (["model.teacher.weights=STUDENT"], "(?s)cannot load.*shape of"),
         (["model.terms.mse.levels=[p2]"], "level 'p2' not in the student's backbone outputs"),
         (
@@ -111,6 +142,7 @@ def test_bad_input_stops_before_training_and_keeps_files(
     out = tmp_path / "run"
     out.mkdir()
     (out / "model_final.pth").write_bytes(b"earlier result")
+    (out / "config.yaml").write_text("the config of the run that made model_final.pth")
     corrupt = tmp_path / "corrupt.pth"
     corrupt.write_bytes(b"\x00" * 64)
     student = tmp_path / "student.pth"
@@ -125,6 +157,7 @@ def test_bad_input_stops_before_training_and_keeps_files(
     assert proc.returncode != 0
     assert re.search(message, proc.stdout + proc.stderr), (proc.stdout + proc.stderr)[-3000:]
     assert (out / "model_final.pth").read_bytes() == b"earlier result"
+    assert (out / "config.yaml").read_text().startswith("the config of the run")
     assert not list(out.glob("model_0*.pth"))
 
 
@@ -177,21 +210,12 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path, teacher_ckpt
             )
 
 
-def test_resume_from_every_early_iteration_is_exact(tmp_path, teacher_ckpt):
+def test_resume_from_every_early_iteration_is_exact(tmp_path, short_run):
     """A run resumed from its checkpoint at iteration 0 or 1 ends bit for bit where an
     uninterrupted one does: weights, BN statistics, KD parts and optimizer momentum. (Early steps
     of training from scratch amplify any rounding difference, e.g. TorchScript's executor taking
     another path on a fresh process's first calls, so a tolerance would hide the fault.)"""
-    common = [
-        "--config-file",
-        TINY_DISTILL,
-        f"model.teacher.weights={teacher_ckpt}",
-        "train.max_iter=3",
-        "train.checkpointer.period=1",
-        "train.checkpointer.max_to_keep=10",
-    ]
-    ref = tmp_path / "ref"
-    _ok(run_train_net([*common, f"train.output_dir={ref}"]))
+    ref, args = short_run
     a = torch.load(ref / "model_final.pth", map_location="cpu", weights_only=True)
     for k in (0, 1):
         run = tmp_path / f"from{k}"
@@ -199,7 +223,7 @@ def test_resume_from_every_early_iteration_is_exact(tmp_path, teacher_ckpt):
         name = f"model_{k:07d}.pth"
         (run / name).write_bytes((ref / name).read_bytes())
         (run / "last_checkpoint").write_text(name)
-        _ok(run_train_net(["--resume", *common, f"train.output_dir={run}"]))
+        _ok(run_train_net(["--resume", *args, f"train.output_dir={run}"]))
         b = torch.load(run / "model_final.pth", map_location="cpu", weights_only=True)
         for part in ("model", "distill"):
             for key in a[part]:
