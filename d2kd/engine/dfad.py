@@ -19,7 +19,7 @@ that is not being trained are restored after its forward.
 import logging
 import os
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Dict, Iterator, List, Optional, Tuple
 
 import torch
@@ -30,7 +30,8 @@ from torch import Tensor, nn
 
 from ..distill.terms.dfad import DFADTerm
 from ..distill.distiller import Distiller
-from ..losses.discrepancy import generator_loss
+from ..distill.taps import BatchNormInputStats
+from ..losses.discrepancy import bn_statistics_loss, generator_loss
 from ..modeling.generator import generated_inputs
 from .checkpoint import unwrap_ddp
 
@@ -70,6 +71,11 @@ class GeneratorStep(HookBase):
         lr_multiplier: an fvcore ParamScheduler of ``iter / max_iter`` (the official code decays
             the generator with the student's step schedule); None keeps ``lr``.
         form: "log" (``-log(1 + d)``, DFAD's dense/segmentation form) or "neg" (``-d``).
+        bn_prior: weight of the image prior added to the generator's loss: the distance between
+            the batch statistics of the generated images at every BatchNorm layer of the frozen
+            teacher and the layer's running statistics (DeepInversion, DIODE;
+            :func:`d2kd.losses.discrepancy.bn_statistics_loss`). 0 (DFAD's loop) turns it off; a
+            positive weight with a teacher without trained BatchNorm stops before training.
         term: name of the Distiller's :class:`DFADTerm`.
         dump_period: every this many iterations (0: never) write ``dump_count`` images of a
             fixed noise batch to ``<dump_dir>/iter_<N>.pt`` as uint8 RGB (N, 3, H, W), for
@@ -85,6 +91,7 @@ class GeneratorStep(HookBase):
         betas: Tuple[float, float] = (0.9, 0.999),
         lr_multiplier: Optional[ParamScheduler] = None,
         form: str = "log",
+        bn_prior: float = 0.0,
         term: str = "dfad",
         dump_period: int = 0,
         dump_dir: str = "",
@@ -101,6 +108,10 @@ class GeneratorStep(HookBase):
         self.optimizer = torch.optim.Adam(generator.parameters(), lr=lr, betas=tuple(betas))
         self.lr_multiplier = lr_multiplier
         self.form = form
+        if bn_prior < 0:
+            raise ValueError(f"[GeneratorStep] bn_prior must be >= 0, got {bn_prior}")
+        self.bn_prior = float(bn_prior)
+        self._bn_stats: Optional[BatchNormInputStats] = None
         self.term_name = term
         self.dump_period, self.dump_dir, self.dump_count = int(dump_period), dump_dir, dump_count
         self._device: Optional[torch.device] = None
@@ -129,6 +140,9 @@ class GeneratorStep(HookBase):
 
     def before_train(self) -> None:
         self._to_device()
+        if self.bn_prior > 0:
+            _, teacher, _ = self._parts()
+            self._bn_stats = BatchNormInputStats(teacher, owner="GeneratorStep")
         if comm.get_world_size() > 1:  # one generator for all ranks (seeds differ per rank)
             with torch.no_grad():
                 for t in list(self.generator.parameters()) + list(self.generator.buffers()):
@@ -162,6 +176,8 @@ class GeneratorStep(HookBase):
         """
         self._to_device()
         student, teacher, term = self._parts()
+        if self.bn_prior > 0 and self._bn_stats is None:
+            self._bn_stats = BatchNormInputStats(teacher, owner="GeneratorStep")
         lr = self.current_lr(iteration)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
@@ -171,9 +187,14 @@ class GeneratorStep(HookBase):
         with preserved_buffers(student):
             images = self.generator(z.to(self._device))
             inputs = generated_inputs(images, student.input_format)
-            parts = term.discrepancy(student, teacher, inputs, teacher_grad=True)
+            with self._bn_stats or nullcontext():
+                parts = term.discrepancy(student, teacher, inputs, teacher_grad=True)
             discrepancy = sum(parts.values())
             loss = generator_loss(discrepancy, self.form)
+            prior = None
+            if self._bn_stats is not None:
+                prior = bn_statistics_loss(*self._bn_stats.lists())
+                loss = loss + self.bn_prior * prior
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward(inputs=params)
         world = comm.get_world_size()
@@ -183,11 +204,14 @@ class GeneratorStep(HookBase):
                     torch.distributed.all_reduce(p.grad)
                     p.grad.div_(world)
         self.optimizer.step()
-        return {
+        scalars = {
             "dfad/discrepancy": float(discrepancy.detach()),
             "dfad/loss_generator": float(loss.detach()),
             "dfad/lr_generator": lr,
         }
+        if prior is not None:
+            scalars["dfad/bn_prior"] = float(prior.detach())
+        return scalars
 
     # -- dumps and checkpoints ------------------------------------------------------------------
     def after_step(self) -> None:

@@ -201,3 +201,65 @@ def test_term_on_faster_rcnn_compares_rpn_and_roi_heads():
     assert student.roi_heads.box_predictor.cls_score.weight.grad is not None
     assert term.adapters["p3"].weight.grad is not None  # 32 -> 64 channels
     assert all(p.grad is None for p in teacher.parameters())
+
+
+# ---- the foreground-aware form and the BN prior ----------------------------------------------
+def _forms(model, **kwargs):
+    from d2kd.distill.terms.dfad import DFADTerm
+
+    term = DFADTerm(**kwargs)
+    term.setup(model.student, model.teacher_model)
+    return term
+
+
+def test_foreground_form_with_all_weights_one_is_the_official_form(cfg):
+    """floor=1 makes every anchor's weight 1 and box_threshold=0 keeps every anchor, so the
+    foreground form's l1 parts equal the paper's all-anchor mean L1 on the same tensors."""
+    model = instantiate(cfg.model).train()
+    inputs = [{"image": torch.rand(3, 64, 64) * 255} for _ in range(2)]
+    args = (model.student, model.teacher_model, inputs)
+    official = _forms(model).discrepancy(*args)
+    uniform = _forms(model, form="foreground", floor=1.0, box_threshold=0.0).discrepancy(*args)
+    assert set(official) == set(uniform) == {"loss_dfad_cls", "loss_dfad_box"}
+    for k in official:
+        torch.testing.assert_close(uniform[k], official[k])
+    fg = _forms(model, form="foreground", cls_distance="bce").discrepancy(*args)
+    assert all(torch.isfinite(v) for v in fg.values())
+
+
+def test_foreground_form_on_faster_rcnn_has_the_same_parts():
+    model = instantiate(
+        load_cfg(os.path.join(ROOT, "tests", "configs", "tiny_dfad_frcnn.py")).model
+    ).train()
+    inputs = [{"image": torch.rand(3, 64, 64) * 255} for _ in range(2)]
+    parts = _forms(model, form="foreground", features=["p3"]).discrepancy(
+        model.student, model.teacher_model, inputs
+    )
+    expected = {"rpn_obj", "rpn_box", "roi_cls", "roi_box", "fpn_p3"}
+    assert set(parts) == {f"loss_dfad_{k}" for k in expected}
+    assert all(torch.isfinite(v) for v in parts.values())
+    with pytest.raises(ValueError, match="form must be one of"):
+        _forms(model, form="fg")
+
+
+def test_bn_prior_joins_the_generator_loss_and_moves_the_generator(cfg):
+    model, trainer, hook = _built(cfg)
+    hook.bn_prior = 0.5
+    gen = _state(hook.generator)
+    with EventStorage(0):
+        hook.before_train()
+        scalars = hook.step(torch.randn(2, 16), iteration=0)
+    assert scalars["dfad/bn_prior"] > 0
+    expected = -torch.log1p(torch.tensor(scalars["dfad/discrepancy"])) + 0.5 * scalars["dfad/bn_prior"]
+    assert scalars["dfad/loss_generator"] == pytest.approx(float(expected), rel=1e-5)
+    assert _changed(gen, hook.generator)
+
+
+def test_bn_prior_with_a_teacher_without_batchnorm_is_refused_before_training(cfg):
+    from detectron2.layers import FrozenBatchNorm2d
+
+    model, trainer, hook = _built(cfg)
+    FrozenBatchNorm2d.convert_frozen_batchnorm(model.teacher_model)
+    hook.bn_prior = 0.5
+    with pytest.raises(ValueError, match="no BatchNorm layer with running statistics.*weight to 0"):
+        hook.before_train()

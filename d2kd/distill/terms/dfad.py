@@ -14,23 +14,21 @@ from detectron2.modeling.meta_arch.dense_detector import permute_to_N_HWA_K
 from detectron2.structures import ImageList
 from torch import Tensor, nn
 
-from ...losses.discrepancy import dfad_discrepancy
+from ...losses.discrepancy import (
+    CLS_DISTANCES,
+    dfad_discrepancy,
+    foreground_weights,
+    masked_box_discrepancy,
+    mean_l1,
+    weighted_cls_discrepancy,
+)
+from ...modeling.family import detector_family
 from ..adapters import conv_adapter
 from ..term import KDContext, KDTerm, ProbeInputs, cost_probe
 
-__all__ = ["DFADTerm", "detector_kind"]
+__all__ = ["DFADTerm", "FORMS"]
 
-
-def detector_kind(model: nn.Module) -> str:
-    """ "dense" for one-stage detectors with a ``head`` (RetinaNet), "rcnn" for GeneralizedRCNN."""
-    if hasattr(model, "head") and hasattr(model, "head_in_features"):
-        return "dense"
-    if hasattr(model, "proposal_generator") and hasattr(model, "roi_heads"):
-        return "rcnn"
-    raise TypeError(
-        f"[DFAD] {type(model).__name__} is neither a one-stage detector with `head` and "
-        "`head_in_features` (RetinaNet) nor a GeneralizedRCNN"
-    )
+FORMS = ("official", "foreground")
 
 
 def _flip_if_needed(image: Tensor, src: str, dst: str) -> Tensor:
@@ -40,7 +38,7 @@ def _flip_if_needed(image: Tensor, src: str, dst: str) -> Tensor:
 class DFADTerm(KDTerm):
     """Data-free adversarial distillation's discrepancy (Fang et al., arXiv 1912.11006).
 
-    Parts (each the mean L1 over its elements, see ``d2kd.losses.discrepancy``):
+    Parts (with ``form="official"``, each the mean L1 over its elements, as the paper):
 
     * RetinaNet-style: ``cls`` (N, ΣHWA, K) class logits and ``box`` (N, ΣHWA, 4) deltas over
       every anchor of every level;
@@ -51,21 +49,48 @@ class DFADTerm(KDTerm):
     * optionally ``fpn_<level>`` for the levels in ``features`` (student maps through a 1x1
       adapter where channels differ, trained with the student).
 
-    Loss keys ``loss_<name>_<part>``. Student and teacher must share the detector kind, the
+    With ``form="foreground"`` the same parts are compared where the teacher has learned
+    something (``d2kd.losses.discrepancy``): each anchor's class distance (``cls``, ``rpn_obj``,
+    ``roi_cls``) is weighted by the teacher's foreground confidence (max class sigmoid, objectness
+    sigmoid, max foreground softmax), never below ``floor``, and box deltas count only where that
+    confidence is at least ``box_threshold``.
+
+    Loss keys ``loss_<name>_<part>``. Student and teacher must share the detector family, the
     number of classes and the anchors per location.
 
     Args:
         features: FPN levels to add to the discrepancy (default none: DFAD uses outputs only).
         roi_boxes_per_image: proposals per image on which both RoI heads are compared.
         name: method name in loss keys.
+        form: "official" (the paper's all-anchor mean L1) or "foreground".
+        cls_distance: the foreground form's per-anchor class distance, "l1" on logits or "bce"
+            (the student's sigmoid against the teacher's as a soft target; softmax RoI heads
+            always use "l1").
+        floor: the weight of an anchor the teacher calls background (foreground form).
+        box_threshold: the teacher confidence from which box deltas count (foreground form).
     """
 
     student_taps = ()
 
     def __init__(
-        self, features: Sequence[str] = (), roi_boxes_per_image: int = 128, name: str = "dfad"
+        self,
+        features: Sequence[str] = (),
+        roi_boxes_per_image: int = 128,
+        name: str = "dfad",
+        form: str = "official",
+        cls_distance: str = "l1",
+        floor: float = 0.05,
+        box_threshold: float = 0.5,
     ):
         super().__init__()
+        if form not in FORMS:
+            raise ValueError(f"[DFAD] form must be one of {FORMS}, got {form!r}")
+        if cls_distance not in CLS_DISTANCES:
+            raise ValueError(
+                f"[DFAD] cls_distance must be one of {CLS_DISTANCES}, got {cls_distance!r}"
+            )
+        self.form, self.cls_distance = form, cls_distance
+        self.floor, self.box_threshold = float(floor), float(box_threshold)
         self.features = list(features)
         self.roi_boxes_per_image = int(roi_boxes_per_image)
         self.name = name
@@ -75,7 +100,7 @@ class DFADTerm(KDTerm):
     def setup(self, student: nn.Module, teacher: Optional[nn.Module]) -> None:
         if teacher is None:
             raise ValueError("[DFAD] the term needs a teacher (Distiller(teacher=...))")
-        kinds = detector_kind(student), detector_kind(teacher)
+        kinds = detector_family(student, "DFAD"), detector_family(teacher, "DFAD")
         if kinds[0] != kinds[1]:
             raise ValueError(f"[DFAD] student is {kinds[0]} but teacher is {kinds[1]}")
         self.kind = kinds[0]
@@ -170,7 +195,43 @@ class DFADTerm(KDTerm):
         for level in self.features:
             s_out[f"fpn_{level}"] = self.adapters[level](s_feats[level])
             t_out[f"fpn_{level}"] = t_feats[level]
-        return dfad_discrepancy(s_out, t_out, prefix=f"loss_{self.name}_")
+        if self.form == "official":
+            return dfad_discrepancy(s_out, t_out, prefix=f"loss_{self.name}_")
+        return self.foreground_discrepancy(s_out, t_out)
+
+    def foreground_discrepancy(
+        self, s_out: Dict[str, Tensor], t_out: Dict[str, Tensor]
+    ) -> Dict[str, Tensor]:
+        """The foreground-aware form: class parts weighted by the teacher's confidence per anchor
+        (or RoI), box parts compared where it is at least ``box_threshold``; FPN parts as DFAD."""
+        p = f"loss_{self.name}_"
+        out = {}
+        if self.kind == "dense":
+            conf = torch.sigmoid(t_out["cls"].detach().amax(-1))  # (N, A) max class probability
+            pairs = [("cls", "box", conf, s_out["cls"], t_out["cls"])]
+        else:
+            rpn_conf = torch.sigmoid(t_out["rpn_obj"].detach())  # (N, A) objectness
+            roi_conf = torch.softmax(t_out["roi_cls"].detach().float(), -1)[:, :-1].amax(-1)
+            s_obj, t_obj = s_out["rpn_obj"][..., None], t_out["rpn_obj"][..., None]
+            s_roi, t_roi = s_out["roi_cls"][None], t_out["roi_cls"][None]
+            pairs = [
+                ("rpn_obj", "rpn_box", rpn_conf, s_obj, t_obj),
+                ("roi_cls", "roi_box", roi_conf[None], s_roi, t_roi),
+            ]
+        for cls_key, box_key, conf, s_cls, t_cls in pairs:
+            distance = self.cls_distance
+            if cls_key == "roi_cls" and distance == "bce":
+                distance = "l1"  # a softmax head: compare logits, not per-class sigmoids
+            weights = foreground_weights(conf, self.floor)
+            out[p + cls_key] = weighted_cls_discrepancy(s_cls, t_cls, weights, distance)
+            s_box, t_box = s_out[box_key], t_out[box_key]
+            if s_box.dim() == 2:  # RoI deltas (R, 4K) -> (1, R, 4K)
+                s_box, t_box = s_box[None], t_box[None]
+            out[p + box_key] = masked_box_discrepancy(s_box, t_box, conf >= self.box_threshold)
+        for key in s_out:
+            if key.startswith("fpn_"):
+                out[p + key] = mean_l1(s_out[key], t_out[key])
+        return out
 
     def forward(self, ctx: KDContext) -> Dict[str, Tensor]:
         return self.discrepancy(ctx.student, ctx.teacher, ctx.batched_inputs)
