@@ -31,6 +31,7 @@ def test_quickstart_runs_students_side_by_side_and_writes_the_table(tmp_path):
             "train.max_iter=2",
             "dataloader.train.dataset.names=synth_tiny_train",
             "dataloader.test.dataset.names=synth_tiny_val",
+            "train.teacher_check.num_images=0",  # the stand-in teacher is random
         ],
         capture_output=True,
         text=True,
@@ -51,3 +52,6 @@ def test_quickstart_runs_students_side_by_side_and_writes_the_table(tmp_path):
     assert (out / "mse" / "model_final.pth").exists() and (
         out / "baseline" / "model_final.pth"
     ).exists()
+    said = proc.stdout + proc.stderr
+    assert "results in " in said and "results.json" in said and "student baseline" in said
+

@@ -1,24 +1,24 @@
 #!/usr/bin/env python
 """The quickstart: teacher (cached), baseline student, distilled student, one table.
 
-    python tools/quickstart.py [--output output/quickstart] [--device cpu] [key=value ...]
+    python tools/quickstart.py [--output output/quickstart] [--device cpu] [--threads N]
+        [key=value ...]
 
-1. trains the RetinaNet teacher (R18, wide FPN and head) on the embedded synthetic dataset, or
-   reuses the one cached
-   under ``$D2KD_CACHE/teachers/`` (keyed by the recipe and the dataset version);
-2. trains the R18 baseline student alone;
-3. distils the same student from the teacher (FPN feature MSE);
+1. renders the embedded synthetic dataset (once, cached);
+2. trains the RetinaNet teacher, or reuses the one cached under ``$D2KD_CACHE/teachers/``
+   (keyed by its recipe and the dataset, ``d2kd.utils.teacher_cache``);
+3. trains the R18 baseline student alone and the same student under the teacher (FPN feature
+   MSE), side by side on a CPU;
 4. evaluates all three on the synthetic val split and prints one table (also results.json/.md).
 
-Every stage resumes where it stopped if the command is run again after an interruption.
-Extra ``key=value`` overrides go to the baseline and the distillation runs (e.g.
-``train.max_iter=200`` for a smoke run).
+Every stage shows its progress and checkpoints about once a minute; Ctrl-C stops every child
+run, and running the same command again resumes where it stopped. Extra ``key=value``
+overrides go to the two student runs (e.g. ``train.max_iter=200`` for a smoke run).
 """
+
 import argparse
-import hashlib
-import json
 import os
-import subprocess
+import re
 import sys
 import time
 
@@ -29,119 +29,81 @@ from d2kd._deps import require_detectron2  # noqa: E402
 
 require_detectron2()
 
+from tqdm import tqdm  # noqa: E402
+
+from d2kd.utils.files import atomic_write_text, cache_root, read_json, write_json  # noqa: E402
+from d2kd.utils.hardware import hardware  # noqa: E402
+from d2kd.utils.runs import Job, free_cores, run_jobs, train_net_cmd  # noqa: E402
+
 TEACHER = "configs/quickstart/retinanet_R18w_teacher.py"
 BASELINE = "configs/quickstart/retinanet_R18_baseline.py"
 DISTILL = "configs/quickstart/mse_R18_from_R18w.py"
+# Checkpoint periods (iterations) that make an interruption cost under a minute on 2 CPU
+# cores (teacher ~0.6 s/iteration, each student ~0.7 s when two share the cores).
+TEACHER_CKPT_PERIOD, STUDENT_CKPT_PERIOD = 100, 80
+ITER = re.compile(r"\biter: (\d+)\b")
 
 
-def teacher_cache_dir(recipe: str) -> str:
-    """Where the teacher of ``recipe`` is cached: keyed by its resolved config and the data."""
-    from detectron2.config import LazyConfig
-    from detectron2.data import MetadataCatalog
-
-    import d2kd.data  # noqa: F401
-    from d2kd.data.synthetic import SyntheticSpec
-
-    cfg = LazyConfig.load(os.path.join(ROOT, recipe))
-    for key in ("output_dir", "eval_period", "log_period", "checkpointer", "device"):
-        cfg.train.pop(key, None)
-    text = LazyConfig.to_py(cfg)
-    meta = MetadataCatalog.get(cfg.dataloader.train.dataset.names)
-    spec_key = getattr(meta, "d2kd_spec_key", None) or SyntheticSpec().key()
-    digest = hashlib.sha256((text + spec_key).encode()).hexdigest()[:12]
-    root = os.environ.get("D2KD_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "d2kd")
-    stem = os.path.splitext(os.path.basename(recipe))[0]
-    return os.path.join(root, "teachers", f"{stem}-{spec_key}-{digest}")
+def say(msg: str) -> None:
+    tqdm.write(f"[quickstart] {msg}")
 
 
-def train_net(recipe: str, *args: str) -> None:
-    cmd = [
-        sys.executable,
-        os.path.join(ROOT, "tools", "train_net.py"),
-        "--config-file",
-        os.path.join(ROOT, recipe),
-        *args,
-    ]
-    print("+", " ".join(cmd), flush=True)
-    subprocess.run(cmd, check=True, cwd=ROOT)
+def shown(path: str) -> str:
+    """A path as a reader would type it: relative to the repository or the cache root."""
+    for base, name in ((ROOT, ""), (str(cache_root()), "$D2KD_CACHE/")):
+        if os.path.abspath(path).startswith(base + os.sep):
+            return name + os.path.relpath(path, base)
+    return path
 
 
-def hardware(device: str) -> dict:
-    """What the quickstart ran on, recorded beside its results."""
-    import platform
+def max_iter(recipe: str, opts=()) -> int:
+    from d2kd.config import load_config
 
-    import torch
-
-    cpu = ""
-    if os.path.exists("/proc/cpuinfo"):
-        with open("/proc/cpuinfo") as f:
-            cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), "")
-    return dict(
-        cpu=cpu or platform.processor(),
-        platform=platform.platform(),
-        cpu_count=os.cpu_count(),
-        torch=torch.__version__,
-        device=device,
-        torch_threads=torch.get_num_threads(),
-        gpu=torch.cuda.get_device_name(0) if device.startswith("cuda") else None,
-    )
+    return int(load_config(os.path.join(ROOT, recipe), opts, owner="quickstart").train.max_iter)
 
 
-def max_iter(recipe: str) -> int:
-    from detectron2.config import LazyConfig
+def render_dataset(opts) -> None:
+    """Render the students' synthetic dataset once (synth: 3,500 images, a minute or two)."""
+    from d2kd.config import load_config
+    from d2kd.data.synthetic import BUILTIN_SPECS, dataset_dir, render_synthetic
 
-    return int(LazyConfig.load(os.path.join(ROOT, recipe)).train.max_iter)
-
-
-def _cuda() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
-
-
-def train_many(jobs, parallel: bool) -> None:
-    """Run train_net jobs; in parallel with one thread each when asked (logs to their folders)."""
-    if not parallel:
-        for recipe, args in jobs:
-            train_net(recipe, *args)
+    cfg = load_config(os.path.join(ROOT, BASELINE), opts, owner="quickstart")
+    name = str(cfg.dataloader.train.dataset.names).rsplit("_", 1)[0]
+    spec = BUILTIN_SPECS.get(name)
+    if spec is None or (dataset_dir(spec) / "spec.json").is_file():
         return
-    threads = str(max(1, (os.cpu_count() or 2) // len(jobs)))
-    env = dict(os.environ, OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads)
-    procs = []
-    for recipe, args in jobs:
-        out = next(a.split("=", 1)[1] for a in args if a.startswith("train.output_dir="))
-        os.makedirs(out, exist_ok=True)
-        cmd = [
-            sys.executable,
-            os.path.join(ROOT, "tools", "train_net.py"),
-            "--config-file",
-            os.path.join(ROOT, recipe),
-            *args,
-        ]
-        print("+", " ".join(cmd), f"> {out}/stdout.log", flush=True)
-        log = open(os.path.join(out, "stdout.log"), "a")
-        procs.append(
-            (
-                subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT),
-                log,
-                out,
-            )
-        )
-    failed = []
-    for proc, log, out in procs:
-        proc.wait()
-        log.close()
-        if proc.returncode != 0:
-            failed.append(out)
+    total = spec.num_train + spec.num_val
+    with tqdm(total=total, desc=f"rendering {name}", unit="img") as bar:
+        render_synthetic(spec, progress=lambda done, _: bar.update(done - bar.n))
+
+
+def train(jobs, threads: int) -> None:
+    """Run train_net jobs side by side, one progress bar each (iterations parsed from logs)."""
+    bars = [
+        tqdm(total=total, desc=label, unit="it", position=i, leave=True)
+        for i, (label, _, _, total) in enumerate(jobs)
+    ]
+    runs = []
+    for bar, (label, recipe, opts, _) in zip(bars, jobs):
+        out = next(o.split("=", 1)[1] for o in opts if o.startswith("train.output_dir="))
+
+        def on_line(line: str, bar=bar) -> None:
+            m = ITER.search(line)
+            if m:
+                bar.update(int(m.group(1)) + 1 - bar.n)
+            elif "Start inference" in line:
+                bar.set_postfix_str("evaluating")
+
+        cmd = train_net_cmd(recipe, *opts)
+        runs.append(Job(cmd, out, dict(role=label), threads, "quickstart.log", label, on_line))
+    try:
+        errors = run_jobs(runs, max_parallel=len(runs))
+    finally:
+        for bar in bars:
+            bar.close()
+    failed = [str(e).splitlines()[0] for e in errors if e is not None]
     if failed:
-        sys.exit(
-            f"[quickstart] training failed; see {', '.join(f + '/stdout.log' for f in failed)}"
-        )
-
-
-def read_ap(path: str) -> dict:
-    with open(path) as f:
-        return json.load(f)["bbox"]
+        sys.exit("[quickstart] training failed: " + "; ".join(failed))
 
 
 def main() -> None:
@@ -150,6 +112,12 @@ def main() -> None:
     )
     parser.add_argument("--output", default=os.path.join(ROOT, "output", "quickstart"))
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="CPU threads in all (default: the cores not busy now, from the load average)",
+    )
     parser.add_argument("--teacher-dir", default=None, help="override the teacher cache folder")
     parser.add_argument(
         "--teacher-path",
@@ -161,96 +129,101 @@ def main() -> None:
     )
     parser.add_argument("opts", nargs="*", help="key=value overrides for the student runs")
     args = parser.parse_args()
+    from d2kd.utils.teacher_cache import teacher_cache_dir
+
     if args.teacher_path:
-        folder = args.teacher_dir or teacher_cache_dir(args.teacher_path)
+        folder = args.teacher_dir or str(teacher_cache_dir(os.path.join(ROOT, args.teacher_path)))
         print(os.path.join(folder, "model_final.pth"))
         return
-    device = [f"train.device={args.device}"] if args.device else []
-    timings = {}
-    t0 = time.time()
+    import torch
 
-    teacher_dir = args.teacher_dir or teacher_cache_dir(TEACHER)
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    threads = args.threads or free_cores()
+    say(
+        f"{device}, {threads} CPU thread(s) of {os.cpu_count()} (cores not busy now; "
+        "--threads N to choose). Ctrl-C stops; the same command resumes."
+    )
+    dev = [f"train.device={device}"]
+    timings, t0 = {}, time.time()
+    render_dataset(args.opts)
+
+    teacher_dir = args.teacher_dir or str(teacher_cache_dir(os.path.join(ROOT, TEACHER)))
     teacher_ckpt = os.path.join(teacher_dir, "model_final.pth")
     if os.path.isfile(teacher_ckpt):
-        print(f"[quickstart] reusing the cached teacher {teacher_ckpt}")
+        say(f"reusing the cached teacher {shown(teacher_ckpt)}")
     else:
-        print(
-            f"[quickstart] training the teacher into {teacher_dir}: this runs once, "
-            f"{max_iter(TEACHER)} iterations at batch 8, about 26 minutes on 2 idle CPU cores "
-            "(measured: 0.62 s/iteration); interrupt and rerun to resume.",
-            flush=True,
-        )
+        n = max_iter(TEACHER)
+        say(f"training the teacher once into {shown(teacher_dir)} ({n} iterations)")
         start = time.time()
-        train_net(TEACHER, "--resume", f"train.output_dir={teacher_dir}", *device)
+        opts = ["--resume", f"train.output_dir={teacher_dir}", *dev]
+        opts.append(f"train.checkpointer.period={TEACHER_CKPT_PERIOD}")
+        train([("teacher", TEACHER, opts, n)], threads)
         timings["teacher_train_s"] = round(time.time() - start, 1)
-        print(f"[quickstart] teacher trained in {timings['teacher_train_s'] / 60:.1f} min")
     teacher_eval = os.path.join(teacher_dir, "eval_final.json")
     if not os.path.isfile(teacher_eval):
-        train_net(
-            TEACHER,
-            "--eval-only",
-            f"train.init_checkpoint={teacher_ckpt}",
-            f"train.output_dir={teacher_dir}",
-            *device,
+        opts = ["--eval-only", f"train.init_checkpoint={teacher_ckpt}"]
+        train(
+            [("teacher eval", TEACHER, [*opts, f"train.output_dir={teacher_dir}", *dev], 0)],
+            threads,
         )
 
-    runs = {
-        "baseline": (BASELINE, []),
-        "distilled (MSE)": (DISTILL, [f"model.teacher.weights={teacher_ckpt}"]),
-    }
-    results = {"teacher R18-wide": read_ap(teacher_eval)}
-    outs = {
-        name: os.path.join(args.output, "baseline" if r == BASELINE else "mse")
-        for name, (r, _) in runs.items()
-    }
+    outs = {"baseline": BASELINE, "mse": DISTILL}
+    extra = {"baseline": [], "mse": [f"model.teacher.weights={teacher_ckpt}"]}
+    parallel = device == "cpu" and threads >= 2
+    jobs = []
+    for name, recipe in outs.items():
+        out = os.path.join(args.output, name)
+        opts = ["--resume", f"train.output_dir={out}", *extra[name], *dev, *args.opts]
+        opts.append(f"train.checkpointer.period={STUDENT_CKPT_PERIOD}")
+        jobs.append((f"student {name}", recipe, opts, max_iter(recipe, args.opts)))
     start = time.time()
-    # On a CPU the two students train side by side, one core each: on 2 cores that beats running
-    # them one after the other with 2 threads each (thread scaling of small convs is poor).
-    parallel = not str(args.device or ("cuda" if _cuda() else "cpu")).startswith("cuda")
-    jobs = [
-        (recipe, ["--resume", f"train.output_dir={outs[name]}", *extra, *device, *args.opts])
-        for name, (recipe, extra) in runs.items()
-    ]
-    train_many(jobs, parallel=parallel)
+    if parallel:  # two single-thread runs beat one two-thread run after the other on 2 cores
+        train(jobs, max(1, threads // 2))
+    else:
+        for job in jobs:
+            train([job], threads)
     timings["students_s"] = round(time.time() - start, 1)
-    for name in runs:
-        results[f"student R18 {name}"] = read_ap(os.path.join(outs[name], "eval_last.json"))
 
-    rows = ["| model | AP | AP50 | AP75 | APs | APm |", "|---|---|---|---|---|---|"]
+    results = {"teacher R18-wide": read_json(teacher_eval)["bbox"]}
+    for name, label in (("baseline", "baseline"), ("mse", "distilled (MSE)")):
+        results[f"student R18 {label}"] = read_json(
+            os.path.join(args.output, name, "eval_last.json")
+        )["bbox"]
+    keys = ("AP", "AP50", "AP75", "APs", "APm")
+    rows = ["| model | " + " | ".join(keys) + " |", "|---|" + "---|" * len(keys)]
     for name, r in results.items():
-        rows.append(
-            f"| {name} | "
-            + " | ".join(f"{r[k]:.1f}" for k in ("AP", "AP50", "AP75", "APs", "APm"))
-            + " |"
-        )
-    timings["total_s"] = round(time.time() - t0, 1)
+        cells = ("—" if r.get(k) is None else f"{r[k]:.1f}" for k in keys)
+        rows.append(f"| {name} | " + " | ".join(cells) + " |")
     table = "\n".join(rows)
+    timings["total_s"] = round(time.time() - t0, 1)
+    schedule = {
+        "teacher": max_iter(TEACHER),
+        "baseline": max_iter(BASELINE, args.opts),
+        "distilled": max_iter(DISTILL, args.opts),
+    }
+    hw = hardware(device)
+    hw["torch_threads"] = threads
+    summary = dict(
+        results=results,
+        timings_s=timings,
+        teacher=shown(teacher_ckpt),
+        schedule_max_iter=schedule,
+        hardware=hw,
+        finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    )
+    json_path = write_json(summary, os.path.join(args.output, "results.json"))
+    md_path = atomic_write_text(os.path.join(args.output, "results.md"), table + "\n")
     print(table)
-    print("wall time (s):", json.dumps(timings))
-    os.makedirs(args.output, exist_ok=True)
-    with open(os.path.join(args.output, "results.json"), "w") as f:
-        import torch
-
-        device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-        schedule = {
-            name: max_iter(r)
-            for name, r in (("teacher", TEACHER), ("baseline", BASELINE), ("distilled", DISTILL))
-        }
-        json.dump(
-            {
-                "results": results,
-                "timings_s": timings,
-                "teacher": teacher_ckpt,
-                "schedule_max_iter": schedule,
-                "hardware": hardware(device),
-                "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            },
-            f,
-            indent=2,
-        )
-    with open(os.path.join(args.output, "results.md"), "w") as f:
-        f.write(table + "\n")
+    say(f"wall time {timings}; results in {shown(str(json_path))} and {shown(str(md_path))}")
+    say(
+        f"students in {shown(os.path.join(args.output, 'baseline'))} and {shown(os.path.join(args.output, 'mse'))}"
+    )
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:
+        sys.exit(
+            "\n[quickstart] stopped; run the same command again to resume from the last checkpoint"
+        )

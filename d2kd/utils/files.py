@@ -25,6 +25,7 @@ __all__ = [
     "clean_nan",
     "sha256_file",
     "remove_stale_temporaries",
+    "cache_root",
 ]
 
 PathLike = Union[str, os.PathLike]
@@ -139,3 +140,12 @@ def remove_stale_temporaries(folder: PathLike, patterns: Iterable[str] = ("*",))
                 p.unlink()
                 removed.append(p)
     return removed
+
+
+def cache_root(root: Union[str, os.PathLike, None] = None) -> Path:
+    """Where d2kd caches rendered datasets and trained teachers: ``root`` if given, else
+    ``$D2KD_CACHE``, else ``~/.cache/d2kd``."""
+    if root is not None:
+        return Path(root).expanduser()
+    env = os.environ.get("D2KD_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "d2kd"

@@ -5,7 +5,8 @@ The quickstart and the benchmark suites train by running ``tools/train_net.py`` 
 
 * a child never outlives its parent: on Linux it receives SIGTERM when the parent dies (even by
   SIGKILL), and Ctrl-C / SIGTERM of the parent stops every running child before returning;
-* each run's wall time adds up over interrupted invocations (``bench_run.json`` in its folder);
+* each run's wall time adds up over interrupted invocations (``bench_run.json`` in its folder),
+  beside its peak resident memory (``peak_rss_mb``, as the kernel counts it);
 * several runs can share the machine, each with its own thread count (``OMP_NUM_THREADS``).
 """
 
@@ -61,6 +62,7 @@ class Job:
         threads: torch/OpenMP threads of the child (None: inherit the environment).
         log_name: the log file name inside ``run_dir``.
         label: how progress lines name the job.
+        env: extra environment variables of the child (e.g. ``DETECTRON2_DATASETS``).
     """
 
     cmd: List[str]
@@ -69,6 +71,8 @@ class Job:
     threads: Optional[int] = None
     log_name: str = "bench_train.log"
     label: str = ""
+    on_line: Optional[Callable[[str], None]] = None
+    env: Dict[str, str] = field(default_factory=dict)
 
 
 def train_net_cmd(recipe: str, *opts: str) -> List[str]:
@@ -115,25 +119,27 @@ def free_cores() -> int:
     return max(1, min(n, int(round(n - load))))
 
 
-def _env(threads: Optional[int]) -> Dict[str, str]:
-    env = dict(os.environ)
+def _env(threads: Optional[int], extra: Optional[Dict[str, str]] = None) -> Dict[str, str]:
+    env = dict(os.environ, **(extra or {}))
     if threads:
         env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     return env
 
 
 def run_job(job: Job, on_line: Optional[Callable[[str], None]] = None) -> Dict[str, Any]:
-    """Run one job to completion; return its tally (wall_s summed over invocations, status).
+    """Run one job to completion; return its tally (wall_s summed over invocations, status,
+    peak_rss_mb: the largest over invocations, where the platform reports it).
 
     Args:
         job: what to run.
-        on_line: called with each line the child prints (e.g. to show progress); the log file
-            gets every line regardless.
+        on_line: called with each line the child prints (default ``job.on_line``); the log
+            file gets every line regardless.
 
     Raises:
         RunFailed: the command exited non-zero (the tally says so too).
         KeyboardInterrupt: re-raised after the child has been stopped.
     """
+    on_line = on_line or job.on_line
     run_dir = Path(job.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     tally_path = run_dir / PROGRESS_FILE
@@ -148,7 +154,7 @@ def run_job(job: Job, on_line: Optional[Callable[[str], None]] = None) -> Dict[s
         proc = subprocess.Popen(
             job.cmd,
             cwd=ROOT,
-            env=_env(job.threads),
+            env=_env(job.threads, job.env),
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
@@ -166,7 +172,9 @@ def run_job(job: Job, on_line: Optional[Callable[[str], None]] = None) -> Dict[s
                     last = time.time()
                     log.flush()
                     write_json(dict(tally, wall_s=round(before + last - start, 1)), tally_path)
-            proc.wait()
+            peak = _wait_peak_rss_mb(proc)
+            if peak is not None:
+                tally["peak_rss_mb"] = round(max(peak, tally.get("peak_rss_mb") or 0.0), 1)
         except BaseException:
             stop_children()
             raise
@@ -184,6 +192,23 @@ def run_job(job: Job, on_line: Optional[Callable[[str], None]] = None) -> Dict[s
             f"log: {log_path}\n" + "\n".join(tail)
         )
     return tally
+
+
+def _wait_peak_rss_mb(proc: subprocess.Popen) -> Optional[float]:
+    """Wait for ``proc`` and return its peak resident memory in MiB: the kernel's high-water mark
+    of the child or of a descendant it waited for (data-loader workers), whichever is larger.
+    None where the platform does not say (no ``os.wait4``) or another thread reaped the child."""
+    if not hasattr(os, "wait4"):
+        proc.wait()
+        return None
+    try:
+        _, status, usage = os.wait4(proc.pid, 0)
+    except ChildProcessError:  # reaped by stop_children from another thread
+        proc.wait()
+        return None
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    # ru_maxrss is in KiB on Linux, in bytes on macOS.
+    return usage.ru_maxrss / (1024.0**2 if sys.platform == "darwin" else 1024.0)
 
 
 def run_jobs(

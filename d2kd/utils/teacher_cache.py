@@ -7,9 +7,10 @@ spec key, so a change to either trains a new teacher instead of reusing a stale 
 """
 
 import hashlib
-import os
 from pathlib import Path
 from typing import Sequence
+
+from .files import cache_root
 
 __all__ = ["cache_root", "teacher_cache_dir", "IGNORED_TRAIN_KEYS"]
 
@@ -22,11 +23,6 @@ IGNORED_TRAIN_KEYS = (
     "teacher_check",
     "unsafe_load",
 )
-
-
-def cache_root() -> Path:
-    """``$D2KD_CACHE``, else ``~/.cache/d2kd``."""
-    return Path(os.environ.get("D2KD_CACHE") or Path.home() / ".cache" / "d2kd")
 
 
 def teacher_cache_dir(recipe: str, overrides: Sequence[str] = ()) -> Path:

@@ -8,6 +8,7 @@ rendering at once. ``root`` defaults to ``$D2KD_CACHE`` or ``~/.cache/d2kd``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import multiprocessing as mp
@@ -17,9 +18,11 @@ import shutil
 import time
 import uuid
 from dataclasses import asdict
+from typing import Callable, Optional
 
 from PIL import Image
 
+from ...utils.files import cache_root
 from .render import render_image
 from .spec import DATASET_VERSION, SPLITS, SYNTHETIC_CLASSES, SyntheticSpec
 
@@ -27,15 +30,7 @@ __all__ = ["cache_root", "dataset_dir", "render_synthetic"]
 
 logger = logging.getLogger("d2kd.data.synthetic")
 
-
-def cache_root(root: str | os.PathLike | None = None) -> pathlib.Path:
-    """Resolve the cache root: the argument, else ``$D2KD_CACHE``, else ``~/.cache/d2kd``."""
-    if root is not None:
-        return pathlib.Path(root).expanduser()
-    env = os.environ.get("D2KD_CACHE")
-    if env:
-        return pathlib.Path(env).expanduser()
-    return pathlib.Path.home() / ".cache" / "d2kd"
+Progress = Optional[Callable[[int, int], None]]
 
 
 def dataset_dir(spec: SyntheticSpec, root: str | os.PathLike | None = None) -> pathlib.Path:
@@ -87,19 +82,28 @@ def _num_workers(num_images: int) -> int:
     return min(2, os.cpu_count() or 1)
 
 
-def _render_into(spec: SyntheticSpec, out: pathlib.Path) -> None:
+def _render_into(spec: SyntheticSpec, out: pathlib.Path, progress: Progress = None) -> None:
     """Render every split of ``spec`` into ``out``; spec.json is written last as the marker."""
     (out / "annotations").mkdir(parents=True)
+    total = sum(spec.num_images(split) for split in SPLITS)
+    done = 0
     for split in SPLITS:
         (out / split).mkdir()
         jobs = [(spec, split, i, str(out / split)) for i in range(spec.num_images(split))]
         workers = _num_workers(len(jobs))
-        if workers > 1:
-            ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
-            with ctx.Pool(workers) as pool:
-                per_image = pool.map(_render_and_save, jobs, chunksize=32)
-        else:
-            per_image = [_render_and_save(job) for job in jobs]
+        per_image = []
+        with contextlib.ExitStack() as stack:
+            if workers > 1:
+                ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+                pool = stack.enter_context(ctx.Pool(workers))
+                results = pool.imap(_render_and_save, jobs, chunksize=32)
+            else:
+                results = map(_render_and_save, jobs)
+            for anns in results:
+                per_image.append(anns)
+                done += 1
+                if progress is not None:
+                    progress(done, total)
         coco = _coco_json(spec, split, per_image)
         with open(out / "annotations" / f"instances_{split}.json", "w") as f:
             json.dump(coco, f, separators=(",", ":"))
@@ -130,7 +134,9 @@ def _is_complete(path: pathlib.Path, spec: SyntheticSpec) -> bool:
     return True
 
 
-def render_synthetic(spec: SyntheticSpec, root: str | os.PathLike | None = None) -> pathlib.Path:
+def render_synthetic(
+    spec: SyntheticSpec, root: str | os.PathLike | None = None, progress: Progress = None
+) -> pathlib.Path:
     """Render ``spec``'s dataset into the cache unless it is already there.
 
     Safe when several processes (e.g. DDP ranks) call it at once: each renders into its own
@@ -139,7 +145,8 @@ def render_synthetic(spec: SyntheticSpec, root: str | os.PathLike | None = None)
 
     Args:
         spec: the dataset spec.
-        root: cache root; see :func:`cache_root`.
+        root: cache root; see :func:`d2kd.utils.files.cache_root`.
+        progress: called as ``progress(images_done, images_total)`` while rendering.
 
     Returns:
         The dataset directory, holding train/, val/, annotations/ and spec.json.
@@ -159,7 +166,7 @@ def render_synthetic(spec: SyntheticSpec, root: str | os.PathLike | None = None)
     tmp = parent / f".tmp-{spec.key()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     start = time.perf_counter()
     try:
-        _render_into(spec, tmp)
+        _render_into(spec, tmp, progress)
         try:
             os.rename(tmp, final)
         except OSError:
