@@ -161,6 +161,15 @@ class KDTerm(nn.Module):
     def forward(self, ctx: KDContext) -> Dict[str, Tensor]:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def loss_keys(self) -> Optional[List[str]]:
+        """The keys :meth:`forward` returns at every step, once :meth:`setup` has run.
+
+        None (the default) when the term does not declare them. ``tests/test_recipes.py`` checks
+        that a recipe's training logs exactly its student's losses and these keys, so a recipe
+        whose terms all declare them needs no hand-written entry there.
+        """
+        return None
+
     @classmethod
     def cost_probes(cls, inputs: "ProbeInputs") -> Dict[str, Callable[[], Tensor]]:
         """How to time this term's loss (``benchmarks/loss_cost.py``), on synthetic inputs.
@@ -201,6 +210,7 @@ class FeatureLevelTerm(KDTerm):
 
     student_taps = ("backbone",)
     owner = "FeatureLevelTerm"
+    name: Optional[str] = None  # the method name in loss keys; subclasses set it
 
     def __init__(self, levels: Optional[Sequence[str]] = None):
         super().__init__()
@@ -235,6 +245,13 @@ class FeatureLevelTerm(KDTerm):
 
     def build(self) -> None:
         """Create per-level modules once ``self.levels`` and ``self.channels`` are known."""
+
+    def loss_keys(self) -> Optional[List[str]]:
+        """``loss_<name>_<level>`` for every level, the keys of the feature-level terms (None
+        for a subclass without a ``name``, or that returns other keys and says so here)."""
+        if self.name is None:
+            return None
+        return [f"loss_{self.name}_{level}" for level in self.levels]
 
     def level_pairs(self, ctx: KDContext) -> Iterator[Tuple[str, Tensor, Tensor]]:
         """Yield (level, student map (N, C_s, H, W), teacher map (N, C_t, H, W)).

@@ -29,6 +29,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from d2kd.losses.adversarial import adversarial_feature_loss  # noqa: E402
+from d2kd.losses.cwd import cwd_loss  # noqa: E402
 from d2kd.losses.discrepancy import dfad_discrepancy, generator_loss  # noqa: E402
 from d2kd.losses.feature import feature_mse  # noqa: E402
 from d2kd.losses.fgd import RETINANET_HPARAMS, FGDLoss, fgd_multilevel_masks  # noqa: E402
@@ -116,6 +117,18 @@ def case_mimic(stored: Optional[Case]) -> Case:
     return dict(inputs=x, state={}, outputs=out)
 
 
+def case_cwd(stored: Optional[Case]) -> Case:
+    """CWD's channel-wise KL on a (2, 3, 4, 5) pair at tau 1 and 4, with the student's gradient."""
+    x = stored["inputs"] if stored else draw(7, student=(2, 3, 4, 5), teacher=(2, 3, 4, 5))
+    out: Dict[str, Tensor] = {}
+    for tau in (1.0, 4.0):
+        s = leaf(x["student"])
+        loss = cwd_loss(s, x["teacher"], tau)
+        loss.backward()
+        out.update({f"tau{tau:g}/loss": loss.detach(), f"tau{tau:g}/grad_student": s.grad})
+    return dict(inputs=x, state={}, outputs=out)
+
+
 def case_fgd(stored: Optional[Case]) -> Case:
     """FGD on two levels of a padded two-image batch (p3 needs an align conv), GcBlocks made
     non-trivial; also the masks (fg, bg stacked) of both box mappings. The module's parameters
@@ -172,6 +185,7 @@ CASES: Dict[str, Callable[[Optional[Case]], Case]] = {
     "head": case_head,
     "mimic": case_mimic,
     "fgd": case_fgd,
+    "cwd": case_cwd,
 }
 
 
