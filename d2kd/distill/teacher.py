@@ -9,6 +9,10 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Sequence, Tuple
 
 import torch
+from fvcore.common.checkpoint import (
+    get_missing_parameters_message,
+    get_unexpected_parameters_message,
+)
 from torch import nn
 
 from ..utils.checkpoint_io import CheckpointError, read_checkpoint
@@ -137,11 +141,12 @@ class Teacher(nn.Module):
         bad_missing = [k for k in report.missing if not _matches(k, self.allow_missing)]
         bad_unexpected = [k for k in report.unexpected if not _matches(k, self.allow_unexpected)]
         if bad_missing or bad_unexpected or report.mismatched:
+            # fvcore's report groups keys by module ("backbone.res2.{0,1}.conv1.weight").
             lines = [report.summary().replace("[Teacher]", "[Teacher] cannot load")]
             if bad_missing:
-                lines.append(f"  missing in file: {bad_missing[:8]}")
+                lines.append(get_missing_parameters_message(bad_missing))
             if bad_unexpected:
-                lines.append(f"  not in teacher model: {bad_unexpected[:8]}")
+                lines.append(get_unexpected_parameters_message(bad_unexpected))
             for k, got, want in report.mismatched[:8]:
                 lines.append(f"  shape of '{k}': file {got}, model {want}")
             lines.append(
@@ -152,6 +157,10 @@ class Teacher(nn.Module):
         self.model.load_state_dict(to_load, strict=False)
         self.loaded_from = path
         logger.info(report.summary())
+        if report.missing:
+            logger.info(get_missing_parameters_message(report.missing))
+        if report.unexpected:
+            logger.info(get_unexpected_parameters_message(report.unexpected))
         return report
 
     def forward(self, *args, **kwargs):

@@ -5,7 +5,6 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
-from detectron2.structures import Boxes, pairwise_iou
 from detectron2.utils.events import get_event_storage
 from torch import Tensor, nn
 
@@ -221,22 +220,20 @@ class RetinaNetMimicTerm(MimicTermBase):
         if self.mask == "all":
             return [m.new_ones(n_img, m.shape[-2] * m.shape[-1], dtype=torch.bool) for m in maps]
         student = ctx.student
-        anchors = Boxes.cat(student.anchor_generator(maps))
-        labels = []
-        for gt in ctx.gt_instances:  # per image, as Detectron2's label_anchors
-            _, label = student.anchor_matcher(pairwise_iou(gt.gt_boxes, anchors))
-            labels.append(label)
-        labels = torch.stack(labels)  # (N, R), R = sum_l H_l W_l A in anchor order
+        # The student's own labelling (Detectron2's RetinaNet.label_anchors): per image (R,)
+        # with -1 ignored, 0..K-1 a class, K background; R = sum_l H_l W_l A in anchor order.
+        labels, _ = student.label_anchors(student.anchor_generator(maps), ctx.gt_instances)
+        labels = torch.stack(labels)
+        if self.mask == "fg":
+            keep = (labels >= 0) & (labels < student.num_classes)
+        else:  # official: sum of torchvision's matched idx > -2 A, i.e. not all ignored
+            keep = labels != -1
         sizes = [m.shape[-2] * m.shape[-1] for m in maps]
         num_anchors = labels.shape[1] // sum(sizes)
-        out = []
-        for per_level in labels.split([s * num_anchors for s in sizes], dim=1):
-            per_loc = per_level.reshape(n_img, -1, num_anchors)
-            if self.mask == "fg":
-                out.append((per_loc == 1).any(dim=2))
-            else:  # official: sum of torchvision's matched idx > -2 A, i.e. not all ignored
-                out.append((per_loc != -1).any(dim=2))
-        return out
+        return [
+            per_level.reshape(n_img, -1, num_anchors).any(dim=2)
+            for per_level in keep.split([s * num_anchors for s in sizes], dim=1)
+        ]
 
     def features(self, ctx: KDContext):
         s_maps = ctx.student_all_outputs.get("head.cls_subnet", [])
