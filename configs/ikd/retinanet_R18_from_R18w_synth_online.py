@@ -10,12 +10,9 @@ from .retinanet_R18_from_R18w_synth_offline import (
     optimizer,
     train,
 )
+from ._parts import make_online
 
-dataloader.train.mapper.adv_dir = None  # the mapper still applies the sample-specific augs
-train.hooks[0].attack = ikd.attack
-# Every image of every batch, attacked every iteration: the offline recipe's data, made here.
-train.hooks[0].fraction = 1.0
-train.hooks[0].regenerate_every = 1
+make_online(dataloader, train, ikd.attack)
 train.output_dir = "./output/ikd/retinanet_R18_from_R18w_synth_online"
 
 # This recipe's row in the benchmarks (its order: benchmarks/README.md, "Methods").

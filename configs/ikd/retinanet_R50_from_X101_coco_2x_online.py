@@ -10,9 +10,7 @@ from .retinanet_R50_from_X101_coco_2x_offline import (
     optimizer,
     train,
 )
+from ._parts import make_online
 
-dataloader.train.mapper.adv_dir = None
-train.hooks[0].attack = ikd.attack
-train.hooks[0].fraction = 1.0  # every image gets its adversarial copy, as offline
-train.hooks[0].regenerate_every = 1
+make_online(dataloader, train, ikd.attack)
 train.output_dir = "./output/ikd/retinanet_R50_from_X101_coco_2x_online"
