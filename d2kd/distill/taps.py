@@ -96,7 +96,9 @@ class BatchNormInputStats:
             if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats
         ]
         if not self.layers:
-            norms = sorted({type(m).__name__ for m in model.modules() if "Norm" in type(m).__name__})
+            norms = sorted(
+                {type(m).__name__ for m in model.modules() if "Norm" in type(m).__name__}
+            )
             raise ValueError(
                 f"[{owner}] {type(model).__name__} has no BatchNorm layer with running "
                 f"statistics (norm layers: {norms or 'none'}), so there is no image prior to "

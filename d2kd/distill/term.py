@@ -15,6 +15,8 @@ from detectron2.layers import ShapeSpec
 from detectron2.structures import ImageList, Instances
 from torch import Tensor, nn
 
+from .adapters import conv_adapter
+
 __all__ = [
     "KDContext",
     "KDTerm",
@@ -211,12 +213,16 @@ class FeatureLevelTerm(KDTerm):
     student_taps = ("backbone",)
     owner = "FeatureLevelTerm"
     name: Optional[str] = None  # the method name in loss keys; subclasses set it
+    # True: ``setup`` builds ``self.adapters`` (level -> 1x1 conv from the student's channels to
+    # the teacher's, identity where they agree), trained with the student.
+    adapt = False
 
     def __init__(self, levels: Optional[Sequence[str]] = None):
         super().__init__()
         self.requested_levels = list(levels) if levels is not None else None
         self.levels: List[str] = []
         self.channels: Dict[str, Tuple[int, int]] = {}
+        self.adapters = nn.ModuleDict()
 
     def setup(self, student: nn.Module, teacher: nn.Module) -> None:
         s_shapes = _backbone_shapes(student, "student", self.owner)
@@ -241,6 +247,10 @@ class FeatureLevelTerm(KDTerm):
                 )
         self.levels = list(levels)
         self.channels = {k: (s_shapes[k].channels, t_shapes[k].channels) for k in levels}
+        if self.adapt:
+            self.adapters = nn.ModuleDict(
+                {k: conv_adapter(cs, ct) for k, (cs, ct) in self.channels.items()}
+            )
         self.build()
 
     def build(self) -> None:
@@ -274,6 +284,11 @@ class FeatureLevelTerm(KDTerm):
                     "size_divisibility"
                 )
             yield level, fs, ft
+
+    def adapted_pairs(self, ctx: KDContext) -> Iterator[Tuple[str, Tensor, Tensor]]:
+        """:meth:`level_pairs` with the student's map through its adapter: (N, C_t, H, W)."""
+        for level, fs, ft in self.level_pairs(ctx):
+            yield level, self.adapters[level](fs), ft
 
 
 # ---------------------------------------------------------------------------------- cost probes

@@ -5,10 +5,9 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import torch
 from detectron2.utils.events import get_event_storage
-from torch import Tensor, nn
+from torch import Tensor
 
 from ...losses.adversarial import adversarial_feature_loss
-from ..adapters import conv_adapter
 from ..schedule import Window
 from ..term import FeatureLevelTerm, KDContext
 
@@ -39,6 +38,7 @@ class AdversarialFeatureTerm(FeatureLevelTerm):
     """
 
     owner = "IKD"
+    adapt = True  # the official AdvFeatureLoss aligns channels with a 1x1 conv where they differ
 
     def __init__(
         self,
@@ -49,19 +49,12 @@ class AdversarialFeatureTerm(FeatureLevelTerm):
         super().__init__(levels)
         self.name = name
         self.image_key = image_key
-        self.adapters = nn.ModuleDict()
         self.window = Window()
         self.attack: Optional[Callable] = None
         self.fraction = 1.0
         self.regenerate_every = 1
         self.replay: Optional[List[Tensor]] = None
         self._replay_iter: Optional[int] = None
-
-    def build(self) -> None:
-        # The official AdvFeatureLoss aligns channels with a 1x1 conv only when they differ.
-        self.adapters = nn.ModuleDict(
-            {k: conv_adapter(cs, ct) for k, (cs, ct) in self.channels.items()}
-        )
 
     def configure(
         self,

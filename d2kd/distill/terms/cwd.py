@@ -2,10 +2,9 @@
 
 from typing import Callable, Dict, Optional, Sequence
 
-from torch import Tensor, nn
+from torch import Tensor
 
 from ...losses.cwd import cwd_loss
-from ..adapters import conv_adapter
 from ..term import FeatureLevelTerm, KDContext, ProbeInputs, cost_probe
 
 __all__ = ["CWDTerm"]
@@ -28,6 +27,7 @@ class CWDTerm(FeatureLevelTerm):
     """
 
     owner = "CWD"
+    adapt = True
 
     def __init__(self, levels: Optional[Sequence[str]] = None, tau: float = 1.0, name: str = "cwd"):
         super().__init__(levels)
@@ -35,17 +35,11 @@ class CWDTerm(FeatureLevelTerm):
             raise ValueError(f"[{self.owner}] tau must be > 0, got {tau}")
         self.tau = float(tau)
         self.name = name
-        self.adapters = nn.ModuleDict()
-
-    def build(self) -> None:
-        self.adapters = nn.ModuleDict(
-            {k: conv_adapter(cs, ct) for k, (cs, ct) in self.channels.items()}
-        )
 
     def forward(self, ctx: KDContext) -> Dict[str, Tensor]:
         return {
-            f"loss_{self.name}_{level}": cwd_loss(self.adapters[level](fs), ft, self.tau)
-            for level, fs, ft in self.level_pairs(ctx)
+            f"loss_{self.name}_{level}": cwd_loss(fs, ft, self.tau)
+            for level, fs, ft in self.adapted_pairs(ctx)
         }
 
     @classmethod

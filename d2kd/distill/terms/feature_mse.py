@@ -2,10 +2,9 @@
 
 from typing import Callable, Dict, Optional, Sequence
 
-from torch import Tensor, nn
+from torch import Tensor
 
 from ...losses.feature import feature_mse
-from ..adapters import conv_adapter
 from ..term import FeatureLevelTerm, KDContext, ProbeInputs, cost_probe
 
 __all__ = ["FeatureMSETerm"]
@@ -23,21 +22,16 @@ class FeatureMSETerm(FeatureLevelTerm):
     """
 
     owner = "FeatureMSE"
+    adapt = True
 
     def __init__(self, levels: Optional[Sequence[str]] = None, name: str = "mse"):
         super().__init__(levels)
         self.name = name
-        self.adapters = nn.ModuleDict()
-
-    def build(self) -> None:
-        self.adapters = nn.ModuleDict(
-            {k: conv_adapter(cs, ct) for k, (cs, ct) in self.channels.items()}
-        )
 
     def forward(self, ctx: KDContext) -> Dict[str, Tensor]:
         return {
-            f"loss_{self.name}_{level}": feature_mse(self.adapters[level](fs), ft)
-            for level, fs, ft in self.level_pairs(ctx)
+            f"loss_{self.name}_{level}": feature_mse(fs, ft)
+            for level, fs, ft in self.adapted_pairs(ctx)
         }
 
     @classmethod

@@ -128,9 +128,11 @@ class HEADTerm(KDTerm):
         channels = {shapes[f].channels for f in self.in_features}
         if len(channels) != 1:
             raise ValueError(f"[HEADTerm] in_features differ in channels: {channels}")
-        teacher_dims = [m.out_features for m in _linears(_box_head_of(teacher).box_head)] if (
-            self.needs_teacher
-        ) else []
+        teacher_dims = (
+            [m.out_features for m in _linears(_box_head_of(teacher).box_head)]
+            if (self.needs_teacher)
+            else []
+        )
         self.assistant = AssistantHead(
             in_channels=channels.pop(),
             num_classes=student.num_classes,
