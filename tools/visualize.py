@@ -322,22 +322,19 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    fgd = sub.add_parser("fgd", help="teacher spatial attention and foreground masks per level")
-    fgd.add_argument("--config-file", required=True)
-    fgd.add_argument("--weights", default="", help="teacher checkpoint (default: random teacher)")
-    fgd.add_argument("--dataset", default="", help="dataset name (default: the recipe's test set)")
-    fgd.add_argument("--index", type=int, default=0)
-    fgd.add_argument("--output", default="fgd.png")
-    fgd.add_argument("opts", nargs="*", help="key=value config overrides")
-    fgd.set_defaults(func=fgd_figure)
-    adv = sub.add_parser("adversarial", help="IKD: clean, adversarial and amplified perturbation")
-    adv.add_argument("--config-file", required=True, help="an IKD recipe (its ikd.attack)")
-    adv.add_argument("--weights", default="", help="teacher checkpoint (default: random teacher)")
-    adv.add_argument("--dataset", default="", help="dataset name (default: the recipe's test set)")
-    adv.add_argument("--index", type=int, default=0)
-    adv.add_argument("--output", default="adversarial.png")
-    adv.add_argument("opts", nargs="*", help="key=value config overrides")
-    adv.set_defaults(func=adversarial_figure)
+    for name, func, helptext, recipe in (
+        ("fgd", fgd_figure, "teacher spatial attention and foreground masks per level", ""),
+        ("adversarial", adversarial_figure, "IKD: clean, adversarial and amplified perturbation",
+         "an IKD recipe (its ikd.attack)"),
+    ):  # fmt: skip
+        one = sub.add_parser(name, help=helptext)
+        one.add_argument("--config-file", required=True, help=recipe or None)
+        one.add_argument("--weights", default="", help="teacher checkpoint (default: random)")
+        one.add_argument("--dataset", default="", help="dataset (default: the recipe's test set)")
+        one.add_argument("--index", type=int, default=0)
+        one.add_argument("--output", default=f"{name}.png")
+        one.add_argument("opts", nargs="*", help="key=value config overrides")
+        one.set_defaults(func=func)
     gen = sub.add_parser("generator", help="DFAD: generated images at intervals of training")
     gen.add_argument("--output-dir", required=True, help="a DFAD run's train.output_dir")
     gen.add_argument("--config-file", default="", help="the recipe (only to read checkpoints)")
