@@ -58,19 +58,8 @@ def test_resume_past_max_iter_names_the_iteration(short_run):
     assert "is at iteration 2, past train.max_iter=1" in proc.stdout + proc.stderr
 
 
-def test_distill_run_writes_a_stock_student_checkpoint(tmp_path, teacher_ckpt):
-    out = tmp_path / "run"
-    _ok(
-        run_train_net(
-            [
-                "--config-file",
-                TINY_DISTILL,
-                f"train.output_dir={out}",
-                f"model.teacher.weights={teacher_ckpt}",
-                "train.max_iter=3",
-            ]
-        )
-    )
+def test_distill_run_writes_a_stock_student_checkpoint(short_run):
+    out, _ = short_run
     ckpt = torch.load(out / "model_final.pth", map_location="cpu", weights_only=False)
     assert ckpt["d2kd"]["distiller"] and ckpt["iteration"] == 2
     assert set(ckpt["distill"]) == {
@@ -85,19 +74,10 @@ def test_distill_run_writes_a_stock_student_checkpoint(tmp_path, teacher_ckpt):
     assert not list(out.glob(".tmp-*")), "no temporary checkpoint may remain"
 
 
-def test_eval_only_needs_no_teacher(tmp_path, teacher_ckpt):
-    out = tmp_path / "run"
-    _ok(
-        run_train_net(
-            [
-                "--config-file",
-                TINY_DISTILL,
-                f"train.output_dir={out}",
-                f"model.teacher.weights={teacher_ckpt}",
-                "train.max_iter=1",
-            ]
-        )
-    )
+def test_eval_only_needs_no_teacher(tmp_path, short_run):
+    out, _ = short_run
+    # A run shorter than Detectron2's timer warm-up still logs its step time (s/iteration).
+    assert '"time": ' in (out / "metrics.json").read_text()
     proc = run_train_net(
         [
             "--config-file",
