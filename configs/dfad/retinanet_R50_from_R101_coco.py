@@ -40,6 +40,8 @@ dataloader.train = L(NoiseLoader)(
     draws=K + 1,
     seed="${train.seed}",
 )
+# COCO's test mapper read its format from the training mapper, which NoiseLoader replaced.
+dataloader.test.mapper.image_format = "BGR"
 train.trainer = L(DFADTrainer)(student_steps=K)
 train.hooks = [
     L(GeneratorStep)(

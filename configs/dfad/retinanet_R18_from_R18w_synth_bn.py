@@ -1,0 +1,11 @@
+# DFAD with the teacher's BatchNorm statistics as an image prior in the generator's loss
+# (DeepInversion / DIODE): -log(1 + L1) + BN_PRIOR * sum over the teacher's BN layers of
+# ||batch mean - running mean|| + ||batch var - running var||. The paper's discrepancy.
+from .retinanet_R18_from_R18w_synth import dataloader, lr_multiplier, model, optimizer, train
+
+BN_PRIOR = 0.1  # see projects/DFAD/README.md for how it was chosen
+train.hooks[0].bn_prior = BN_PRIOR
+train.output_dir = "./output/dfad/retinanet_R18_from_R18w_synth_bn"
+
+# This recipe's row in the benchmarks (its order: benchmarks/README.md, "Methods").
+__benchmark__ = dict(name="dfad_bn", order=63)
