@@ -6,18 +6,10 @@
 # 2 CPU cores, this repository's recipes): deep from-scratch backbones learn too slowly for a
 # CPU-sized schedule (shared/measurements.md saw the same). The teacher's edge here is its wide
 # head and longer schedule; COCO recipes use pretrained R50/R101/X101 teachers as the papers do.
-from d2kd.engine.lr import warmup_multistep
-from detectron2.config import LazyCall as L
-
 from ..common.data.synthetic import dataloader
 from ..common.optim import SGD as optimizer
+from ..common.synth_schedule import synth_schedule
 from ..common.train import train
 from .models import teacher_model as model
 
-train.max_iter = 2500  # 6.7 epochs of 3000 images at batch 8, 2.5x the students' schedule
-train.eval_period = 2500
-train.checkpointer.period = 500
-train.output_dir = "./output/quickstart/teacher"
-lr_multiplier = L(warmup_multistep)(
-    max_iter="${train.max_iter}", steps=(0.75, 0.9), warmup_iters=100
-)
+lr_multiplier = synth_schedule(train, 2500, "./output/quickstart/teacher")
