@@ -35,6 +35,14 @@ from d2kd.utils.runs import (  # noqa: E402
 BASE = "configs/quickstart/ablation/retinanet_R18w_teacher_v1.py"
 RESULTS = ROOT / "benchmarks" / "results" / "teacher_ablation.json"
 
+# The P2-P6 variant: FPN from res2, the head on P2-P6, the anchors one level finer.
+P2 = (
+    "model.backbone.bottom_up.out_features=[res2,res3,res4,res5]",
+    "model.backbone.in_features=[res2,res3,res4,res5]",
+    "model.head_in_features=[p2,p3,p4,p5,p6]",
+    "model.anchor_generator.strides=[4,8,16,32,64]",
+)
+
 # name -> (what changes against the base recipe, overrides). One change per row unless the row
 # says it combines earlier ones.
 ROWS: Dict[str, Tuple[str, Tuple[str, ...]]] = {
@@ -54,6 +62,23 @@ ROWS: Dict[str, Tuple[str, Tuple[str, ...]]] = {
     ),
     "focal_a0.5": ("focal loss alpha 0.5 (was 0.25)", ("model.focal_loss_alpha=0.5",)),
     "x2_iters": ("2x the iterations (1200)", ("train.max_iter=1200", "train.eval_period=1200")),
+    "p2": (
+        "FPN P2-P6: the same anchor sizes (8-203 px) on strides 4-64 (was P3-P7, strides 8-128)",
+        P2,
+    ),
+    "offset0.5": (
+        "anchors centred in their cells (offset 0.5, was 0)",
+        ("model.anchor_generator.offset=0.5",),
+    ),
+    # Combinations of the changes that helped on their own.
+    "bn+match0.3": (
+        "head_bn and match0.3 together",
+        ("+model.head.norm=BN", "model.anchor_matcher.thresholds=[0.3,0.4]"),
+    ),
+    "bn+match0.3+p2": (
+        "head_bn, match0.3 and p2 together",
+        ("+model.head.norm=BN", "model.anchor_matcher.thresholds=[0.3,0.4]", *P2),
+    ),
 }
 
 

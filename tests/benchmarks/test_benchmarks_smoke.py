@@ -32,7 +32,7 @@ def test_accuracy_suite_smoke_runs_then_resumes(tmp_path, capsys):
     out = tmp_path / "acc"
     argv = ["--smoke", "--seeds", "0", "--methods", "baseline", "mse", "lshfm_l2"]
     argv += ["--out", str(out)]
-    assert accuracy_suite.main(argv) == 0
+    assert accuracy_suite.main([*argv, "--jobs", "2"]) == 0  # the two runs side by side
     printed = capsys.readouterr().out
     assert "lshfm_l2: no smoke recipe" in printed
     assert "| baseline | 2 | 1 |" in printed and "| mse | 2 | 1 |" in printed
