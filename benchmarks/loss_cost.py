@@ -123,7 +123,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = ap.parse_args(argv)
     import torch
 
-    from d2kd.distill.term import COCO_SHAPES, QUICK_SHAPES, ProbeInputs
+    from d2kd.distill.probes import COCO_SHAPES, QUICK_SHAPES, ProbeInputs
 
     if args.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("[loss_cost] --device cuda but CUDA is not available")

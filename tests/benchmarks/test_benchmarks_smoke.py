@@ -99,7 +99,8 @@ def test_train_overhead_quick(tmp_path, capsys):
 
 
 def test_loss_cost_finds_the_terms_probes_and_names_those_without(monkeypatch):
-    from d2kd.distill.term import QUICK_SHAPES, KDTerm, ProbeInputs
+    from d2kd.distill.probes import QUICK_SHAPES, ProbeInputs
+    from d2kd.distill.term import KDTerm
     from d2kd.distill.terms.feature_mse import FeatureMSETerm
     from d2kd.distill.terms.mimic import MimicTermBase, RCNNMimicTerm, RetinaNetMimicTerm
 

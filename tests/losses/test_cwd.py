@@ -11,7 +11,7 @@ from detectron2.config import instantiate
 from detectron2.utils.events import EventStorage
 from helpers import TINY_DISTILL, load_cfg, tiny_batch
 
-from d2kd.distill.term import QUICK_SHAPES, ProbeInputs
+from d2kd.distill.probes import QUICK_SHAPES, ProbeInputs
 from d2kd.distill.terms.cwd import CWDTerm
 from d2kd.losses.cwd import cwd_loss
 

@@ -299,7 +299,7 @@ def test_fpn_p3_p7_matches_reference_at_benchmark_layout(boxes_per_image):
     fgd_loss_speed benchmark before)."""
     from dataclasses import replace
 
-    from d2kd.distill.term import QUICK_SHAPES, ProbeInputs
+    from d2kd.distill.probes import QUICK_SHAPES, ProbeInputs
 
     x = ProbeInputs.synthetic(replace(QUICK_SHAPES, boxes_per_image=boxes_per_image))
     hws = list(x.shapes.level_hw().values())

@@ -5,7 +5,8 @@ from typing import Callable, Dict, Optional, Sequence
 from torch import Tensor
 
 from ...losses.cwd import cwd_loss
-from ..term import FeatureLevelTerm, KDContext, ProbeInputs, cost_probe
+from ..probes import ProbeInputs, cost_probe
+from ..term import FeatureLevelTerm, KDContext
 
 __all__ = ["CWDTerm"]
 

@@ -24,7 +24,8 @@ from ...losses.discrepancy import (
 )
 from ...modeling.family import detector_family
 from ..adapters import conv_adapter
-from ..term import KDContext, KDTerm, ProbeInputs, cost_probe
+from ..probes import ProbeInputs, cost_probe
+from ..term import KDContext, KDTerm
 
 __all__ = ["DFADTerm", "FORMS"]
 

@@ -5,7 +5,8 @@ from typing import Callable, Dict, Optional, Sequence
 from torch import Tensor
 
 from ...losses.feature import feature_mse
-from ..term import FeatureLevelTerm, KDContext, ProbeInputs, cost_probe
+from ..probes import ProbeInputs, cost_probe
+from ..term import FeatureLevelTerm, KDContext
 
 __all__ = ["FeatureMSETerm"]
 

@@ -7,7 +7,8 @@ from detectron2.utils.events import get_event_storage
 from torch import Tensor
 
 from ...losses.fgd import RETINANET_HPARAMS, FGDLoss
-from ..term import FeatureLevelTerm, KDContext, ProbeInputs, cost_probe
+from ..probes import ProbeInputs, cost_probe
+from ..term import FeatureLevelTerm, KDContext
 
 __all__ = ["FGDTerm"]
 

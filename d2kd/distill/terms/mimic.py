@@ -10,7 +10,8 @@ from torch import Tensor, nn
 
 from ...losses.mimic import MODES, MimicLoss
 from ..adapters import conv_adapter, linear_adapter
-from ..term import KDContext, KDTerm, ProbeInputs, cost_probe
+from ..probes import ProbeInputs, cost_probe
+from ..term import KDContext, KDTerm
 
 __all__ = ["MASK_RULES", "MimicTermBase", "RCNNMimicTerm", "RetinaNetMimicTerm", "patches_at"]
 
