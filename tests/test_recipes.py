@@ -214,3 +214,14 @@ def test_synthetic_recipe_trains_20_iterations(path, tmp_path):
     ), f"missing {sorted(expected - set(logged))}, unexpected {sorted(set(logged) - expected)}"
     bad = {k: v for k, v in logged.items() if not all(math.isfinite(x) for x in v)}
     assert not bad, f"non-finite losses logged: {bad}"
+
+
+@pytest.mark.parametrize("path", RECIPES, ids=lambda p: os.path.relpath(p, ROOT))
+def test_distillation_recipes_check_their_teacher_first(path):
+    """A teacher that outputs nothing (an untrained or mis-loaded one) must stop a distillation
+    run before its first step: every recipe with a teacher keeps the check on."""
+    cfg = LazyConfig.load(path)
+    if cfg.model.get("teacher", None) is None:
+        return
+    check = cfg.train.teacher_check
+    assert check.num_images > 0 and check.min_ap > 0, f"{path}: {check}"

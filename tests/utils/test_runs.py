@@ -26,3 +26,39 @@ def test_tally_records_the_childs_peak_memory_and_environment(tmp_path):
         run_job(small)
     again = (tmp_path / "bench_run.json").read_text()
     assert '"status": "exit 3"' in again and f'"peak_rss_mb": {tally["peak_rss_mb"]}' in again
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_children_die_with_their_parent(tmp_path):
+    """A parent killed with SIGKILL (no chance to clean up) takes its child run with it: the
+    quickstart's student trainings no longer outlive a killed quickstart."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    pid_file = tmp_path / "child.pid"
+    child = f"import os, time; open({str(pid_file)!r}, 'w').write(str(os.getpid())); time.sleep(60)"
+    parent = (
+        "import sys; from pathlib import Path; from d2kd.utils.runs import Job, run_job; "
+        f"run_job(Job([sys.executable, '-c', {child!r}], Path({str(tmp_path)!r})))"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", parent])
+    deadline = time.time() + 60
+    while not pid_file.exists() or not pid_file.read_text():
+        assert time.time() < deadline and proc.poll() is None, "the child never started"
+        time.sleep(0.05)
+    child_pid = int(pid_file.read_text())
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        try:
+            state = open(f"/proc/{child_pid}/stat").read().rsplit(")", 1)[1].split()[0]
+        except FileNotFoundError:
+            return
+        if state in ("Z", "X"):  # dead, waiting for init to reap it
+            return
+        time.sleep(0.05)
+    os.kill(child_pid, signal.SIGKILL)
+    pytest.fail("the child outlived its killed parent")
