@@ -7,7 +7,8 @@
 The terms are found, not listed: every :class:`d2kd.distill.term.KDTerm` subclass in the modules
 of :mod:`d2kd.distill.terms` that implements :meth:`~d2kd.distill.term.KDTerm.cost_probes` gives
 one row per probe; a term without a probe is named and skipped. Rows follow the benchmarks'
-method order (benchmarks/_common.py); probes named after no method come last.
+method order (benchmarks/_common.py); a probe named after no method sits after its family's
+rows (head_ckd after the head_* methods), or last.
 
 Shapes (COCO, :data:`d2kd.distill.term.COCO_SHAPES`): batch 2, FPN P3-P7 of 800x1333 inputs
 padded to 800x1344 (strides 8..128), 256 channels, 30 GT boxes per image. Every probe sees the same
@@ -71,7 +72,15 @@ def discover_probes(inputs) -> Tuple[Dict[str, Callable[[], Any]], List[str]]:
                 raise ValueError(f"[loss_cost] two terms name a probe '{name}' ({cls.__name__})")
             probes[name] = probe
     rank = {name: i for i, name in enumerate(METHODS)}
-    ordered = sorted(probes, key=lambda n: (rank.get(n, len(rank)), list(probes).index(n)))
+
+    def place(n: str) -> float:
+        """A method's row; a probe named after none sits with its family (head_ckd by head_*)."""
+        if n in rank:
+            return rank[n]
+        family = [i for m, i in rank.items() if m.split("_")[0] == n.split("_")[0]]
+        return max(family) + 0.5 if family else len(rank)
+
+    ordered = sorted(probes, key=lambda n: (place(n), list(probes).index(n)))
     return {n: probes[n] for n in ordered}, without
 
 

@@ -17,7 +17,7 @@ loss key (``weights={"loss_akd": ..., "loss_ckd": ...}``, see :class:`Distiller`
 """
 
 import logging
-from typing import Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -31,6 +31,7 @@ from ...modeling.assistant import (
     gather_cells,
 )
 from ..adapters import linear_adapter
+from ..probes import ProbeInputs, cost_probe
 from ..term import KDContext, KDTerm
 
 __all__ = ["HEADTerm"]
@@ -218,3 +219,19 @@ class HEADTerm(KDTerm):
             pred = pred[torch.arange(pred.shape[0], device=pred.device), out.anchor[keep]]
         target = t_fcs[-1][keep] if self.ckd == "teacher" else out.fcs[-1][keep].detach()
         return roi_mse(pred, target)
+
+    # HEAD at the paper's sampling: 2 images x 512 RoIs, fc6/fc7 of 1024 (as the official code).
+    PROBE_ROIS, PROBE_DIM = 1024, 1024
+
+    @classmethod
+    def cost_probes(cls, inputs: ProbeInputs) -> Dict[str, Callable[[], Tensor]]:
+        """``head_akd``: the MSE of adapted assistant fc6 and fc7 rows against the teacher's;
+        ``head_ckd``: of adapted cls-tower cells against the teacher's fc7 (the losses alone,
+        on PROBE_ROIS rows of PROBE_DIM; the assistant head's own cost is the step's)."""
+        n, d = cls.PROBE_ROIS, cls.PROBE_DIM
+        (s6, t6), (s7, t7) = inputs.rows(n, d, seed=2), inputs.rows(n, d, seed=3)
+        cells, target = inputs.rows(n, d, seed=4)
+        return {
+            "head_akd": cost_probe(lambda: roi_mse(s6, t6) + roi_mse(s7, t7), s6, s7),
+            "head_ckd": cost_probe(lambda: roi_mse(cells, target), cells),
+        }
