@@ -415,6 +415,40 @@ def teacher_ablation_table(data: Dict[str, Any], only: Optional[Sequence[str]] =
     return caption + "\n\n" + "\n".join(rows)
 
 
+def coco_scale_table(data: Dict[str, Any], only: Optional[Sequence[str]] = None) -> str:
+    """Each COCO/VOC recipe's 2-step check at its real input size (``coco_scale_check.py``)."""
+    rows = [
+        "| recipe | status | input: train / test (short ≤max) | batch (recipe's) | wall s "
+        "| s/iter | peak RSS GiB | notes |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in data.get("rows", []):
+        if only and r["recipe"] not in only:
+            continue
+        notes = "; ".join([*(r.get("notes") or []), *([r["error"]] if r.get("error") else [])])
+        peak = r.get("peak_rss_mb")
+        rows.append(
+            f"| {r['recipe'].removeprefix('configs/')} | {r['status']} | {r.get('input', '—')} | "
+            f"{r.get('batch')} ({r.get('recipe_batch') or '—'}) | {_f(r.get('wall_s'), '.0f')} | "
+            f"{_f(r.get('s_per_iter'), '.1f')} | {_f(peak and peak / 1024, '.1f')} | "
+            f"{notes.replace('|', '/') or '—'} |"
+        )
+    size = data.get("size", 800)
+    caption = (
+        f"_{data.get('iterations', 2)} training iterations and one evaluation per recipe "
+        "(`benchmarks/coco_scale_check.py`), from random weights (frozen BatchNorms calibrated on "
+        "noise), on a rendered COCO / VOC of 4 training and 2 test images"
+        + (" at the recipes' own input sizes" if size == 800 else f", scaled to {size} px (smoke)")
+        + "; wall time includes building the models, evaluating and IKD's adversarial copies; "
+        "s/iter is the mean of the "
+        "steps (Detectron2's `time`); peak RSS is the train_net process's (or a data-loader "
+        f"worker's, if larger). {_hw(data)}; "
+        + (f"{data['timing']} " if data.get("timing") else "")
+        + f"{_date(data)}._"
+    )
+    return caption + "\n\n" + "\n".join(rows)
+
+
 TABLES: Dict[str, Callable[[Dict[str, Any], Optional[Sequence[str]]], str]] = {
     "accuracy": accuracy_table,
     "train_overhead": train_overhead_table,
@@ -422,4 +456,5 @@ TABLES: Dict[str, Callable[[Dict[str, Any], Optional[Sequence[str]]], str]] = {
     "fgd_loss_speed": fgd_loss_speed_table,
     "quickstart": quickstart_table,
     "teacher_ablation": teacher_ablation_table,
+    "coco_scale": coco_scale_table,
 }

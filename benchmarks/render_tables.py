@@ -45,6 +45,10 @@ SOURCES = {
         "benchmarks/results/teacher_ablation.json",
         "python benchmarks/teacher_ablation.py",
     ),
+    "coco_scale": (
+        "benchmarks/results/coco_scale.json",
+        "python benchmarks/coco_scale_check.py",
+    ),
 }
 MARKER = re.compile(
     r"^<!-- d2kd:table (?P<name>[\w.,:-]+) -->\n(?P<body>.*?)^<!-- d2kd:end (?P=name) -->$",

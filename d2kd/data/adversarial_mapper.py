@@ -240,7 +240,13 @@ class AdversarialPairMapper:
         d = dict(dataset_dict)
         image = utils.read_image(d["file_name"], format=self.image_format)
         utils.check_image_size(d, image)
-        annos = [a for a in d.pop("annotations", []) if a.get("iscrowd", 0) == 0]
+        # Boxes only, as Detectron2's DatasetMapper without masks or keypoints: COCO's polygons
+        # would otherwise be cropped (which needs shapely) and become masks no detector here uses.
+        annos = [
+            {k: v for k, v in a.items() if k not in ("segmentation", "keypoints")}
+            for a in d.pop("annotations", [])
+            if a.get("iscrowd", 0) == 0
+        ]
         active = self.is_active()
         adv = self._read_adversarial(d, image.shape) if active and self.adv_dir else None
         all_small = self._all_small(annos)

@@ -46,22 +46,26 @@ class SampleReadError(OSError):
 
 
 def datasets_holding(file_name: str) -> List[str]:
-    """Registered datasets whose image folder (``image_root``, VOC's ``dirname``) holds a file.
+    """Registered datasets whose image folder (``image_root``, VOC's ``dirname``) holds a file,
+    the innermost folder only.
 
     Dataset dicts do not record their dataset, so error messages find it from the metadata.
+    Only the datasets with the deepest matching folder are named: with Detectron2's builtin
+    registrations every LVIS split's ``coco/`` holds each ``coco/train2017`` image too.
     """
     from detectron2.data import MetadataCatalog
 
     path = os.path.abspath(file_name)
-    found = []
+    found = {}
     for name in MetadataCatalog.list():
         meta = MetadataCatalog.get(name)
         for field in ("image_root", "dirname"):
             root = getattr(meta, field, None)
             if isinstance(root, str) and root and path.startswith(os.path.abspath(root) + os.sep):
-                found.append(name)
+                found[name] = len(os.path.abspath(root))
                 break
-    return found
+    deepest = max(found.values(), default=0)
+    return [name for name, depth in found.items() if depth == deepest]
 
 
 @contextmanager

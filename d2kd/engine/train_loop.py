@@ -177,7 +177,9 @@ def _train(args, cfg, publish_config) -> Optional[Dict[str, Any]]:
     )
     trainer.register_hooks(
         [
-            hooks.IterationTimer(),
+            # Detectron2's timer skips 2 warm-up steps, so a run of 2 steps or fewer (a smoke or
+            # scale check) logged no step time at all; short runs skip fewer (max_iter <= 2: none).
+            hooks.IterationTimer(warmup_iter=min(3, max(1, cfg.train.max_iter - 1))),
             GradientClipping(cfg.train.clip_grad.max_norm) if cfg.train.get("clip_grad") else None,
             hooks.LRScheduler(scheduler=instantiate(cfg.lr_multiplier)),
             *extra_hooks,

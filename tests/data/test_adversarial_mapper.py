@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from detectron2.data import DatasetCatalog
 from detectron2.data import detection_utils as utils
+from detectron2.structures import BoxMode
 from PIL import Image
 
 from d2kd.data.adversarial_mapper import (
@@ -61,6 +62,25 @@ def test_pairs_are_pixel_aligned(inverted_dir, resize):
         boxes = out["instances"].gt_boxes.tensor
         assert (boxes[:, 2] <= img.shape[-1] + 1e-3).all()
     assert cropped > 0, "the adaptive crop never cropped"
+
+
+def test_coco_polygons_are_dropped_not_cropped(inverted_dir):
+    """COCO annotations carry polygons; the pair mapper keeps boxes only, as Detectron2's
+    DatasetMapper without masks does (cropping polygons needs shapely, and no box detector uses
+    the masks). It broke IKD's COCO recipe on its first real-size step."""
+    folder, dicts = inverted_dir
+    d = dict(dicts[0])
+    d["annotations"] = [
+        dict(a, segmentation=[[x0, y0, x0 + w, y0, x0 + w, y0 + h, x0, y0 + h]], keypoints=[])
+        for a in d["annotations"]
+        for x0, y0, w, h in [BoxMode.convert(a["bbox"], a["bbox_mode"], BoxMode.XYWH_ABS)]
+    ]
+    mapper = AdversarialPairMapper(
+        [AdaptiveRelativeCrop((0.5, 0.5))], adv_dir=folder, noise_prob=0.0, small_size=0
+    )
+    instances = _map(mapper, d)["instances"]
+    assert len(instances) and instances.get_fields().keys() == {"gt_boxes", "gt_classes"}
+    assert all("segmentation" in a for a in d["annotations"]), "the dataset dict is not edited"
 
 
 def test_all_small_images_get_noise_and_no_crop(inverted_dir):

@@ -99,3 +99,22 @@ def test_truncated_image_names_the_file_and_the_dataset(tmp_path, workers):
     text = str(info.value)
     assert str(tmp_path / "001.png") in text and f"dataset '{name}'" in text, text
     assert "image file is truncated" in text, text
+
+
+def test_a_sample_is_named_by_the_innermost_dataset_folder(tmp_path):
+    """Detectron2's LVIS splits register all of coco/ as their images; an error in a
+    coco/train2017 image names the COCO split alone, not every LVIS split besides it."""
+    from detectron2.data import MetadataCatalog
+
+    from d2kd.data.loader import datasets_holding
+
+    names = {"t_outer": tmp_path, "t_inner": tmp_path / "train", "t_inner_too": tmp_path / "train"}
+    for name, root in names.items():
+        MetadataCatalog.get(name).set(image_root=str(root))
+    try:
+        assert datasets_holding(str(tmp_path / "train" / "x.jpg")) == ["t_inner", "t_inner_too"]
+        assert datasets_holding(str(tmp_path / "val" / "x.jpg")) == ["t_outer"]
+        assert datasets_holding(str(tmp_path.parent / "x.jpg")) == []
+    finally:
+        for name in names:
+            MetadataCatalog.remove(name)

@@ -76,8 +76,6 @@ def test_distill_run_writes_a_stock_student_checkpoint(short_run):
 
 def test_eval_only_needs_no_teacher(tmp_path, short_run):
     out, _ = short_run
-    # A run shorter than Detectron2's timer warm-up still logs its step time (s/iteration).
-    assert '"time": ' in (out / "metrics.json").read_text()
     proc = run_train_net(
         [
             "--config-file",
@@ -231,6 +229,8 @@ def test_two_processes_on_cpu(tmp_path, teacher_ckpt):
     _ok(proc)
     ckpt = torch.load(out / "model_final.pth", map_location="cpu", weights_only=False)
     assert not any(k.startswith("teacher") for k in ckpt["model"])
+    # 2 steps, within Detectron2's 2-step timer warm-up, still log their time (s/iteration).
+    assert '"time": ' in (out / "metrics.json").read_text()
 
 
 def test_ddp_ignores_every_teacher_tensor():
