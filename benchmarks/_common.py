@@ -449,6 +449,26 @@ def coco_scale_table(data: Dict[str, Any], only: Optional[Sequence[str]] = None)
     return caption + "\n\n" + "\n".join(rows)
 
 
+def dfad_cost_table(data: Dict[str, Any], only: Optional[Sequence[str]] = None) -> str:
+    """One DFAD iteration against one FGD training step (``benchmarks/dfad_cost.py``)."""
+    rows = ["| step | recipe | median s | vs one FGD step (95% CI) |", "|---|---|---|---|"]
+    for r in data.get("rows", []):
+        ratio = r.get("vs_fgd")
+        cell = (
+            f"{ratio['median']:.2f} ({ratio['ci95'][0]:.2f}–{ratio['ci95'][1]:.2f})"
+            if ratio
+            else "1"
+        )
+        rows.append(f"| {r['name']} | `{r['recipe']}` | {r['p50_ms'] / 1e3:.3f} | {cell} |")
+    caption = (
+        f"_Random weights, the recipes' own batches and loops (FGD: one step at batch 8; DFAD: "
+        f"one iteration = K student steps + one generator step); medians and paired per-round "
+        f"ratios of {data.get('repeats', '?')} interleaved rounds"
+        f"{' (quick run)' if data.get('quick') else ''}. {_hw(data)}; {_date(data)}._"
+    )
+    return caption + "\n\n" + "\n".join(rows)
+
+
 TABLES: Dict[str, Callable[[Dict[str, Any], Optional[Sequence[str]]], str]] = {
     "accuracy": accuracy_table,
     "train_overhead": train_overhead_table,
@@ -457,4 +477,5 @@ TABLES: Dict[str, Callable[[Dict[str, Any], Optional[Sequence[str]]], str]] = {
     "quickstart": quickstart_table,
     "teacher_ablation": teacher_ablation_table,
     "coco_scale": coco_scale_table,
+    "dfad_cost": dfad_cost_table,
 }

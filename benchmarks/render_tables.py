@@ -49,6 +49,7 @@ SOURCES = {
         "benchmarks/results/coco_scale.json",
         "python benchmarks/coco_scale_check.py",
     ),
+    "dfad_cost": ("benchmarks/results/dfad_cost.json", "python benchmarks/dfad_cost.py"),
 }
 MARKER = re.compile(
     r"^<!-- d2kd:table (?P<name>[\w.,:-]+) -->\n(?P<body>.*?)^<!-- d2kd:end (?P=name) -->$",

@@ -382,3 +382,19 @@ def test_benchmarks_import_the_library_not_each_other_or_the_tests():
 def test_committed_readme_tables_match_their_json(capsys):
     """The README and project tables in the repository are exactly what their JSON renders to."""
     assert render_tables.main(["--check"]) == 0, capsys.readouterr()
+
+
+def test_dfad_cost_quick_times_an_iteration_against_an_fgd_step(tmp_path, capsys):
+    """benchmarks/dfad_cost.py --quick: both steps timed side by side, the ratio with its CI."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("dfad_cost", ROOT / "benchmarks" / "dfad_cost.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out = tmp_path / "dfad_cost.json"
+    assert module.main(["--quick", "--out", str(out)]) == 0
+    data = json.loads(out.read_text())
+    assert [r["name"] for r in data["rows"]] == ["fgd", "dfad"]
+    ratio = data["rows"][1]["vs_fgd"]
+    assert ratio["median"] > 0 and ratio["ci95"][0] <= ratio["median"] <= ratio["ci95"][1]
+    assert "| dfad |" in capsys.readouterr().out
