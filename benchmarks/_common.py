@@ -338,36 +338,6 @@ def loss_cost_table(data: Dict[str, Any], only: Optional[Sequence[str]] = None) 
     return caption + "\n\n" + "\n".join(rows)
 
 
-def fgd_loss_speed_table(data: Dict[str, Any], only: Optional[Sequence[str]] = None) -> str:
-    """The vectorised FGD loss against the loop reference (a recorded measurement: the script
-    that made it was retired, see ``benchmarks/README.md``)."""
-    rows = [
-        "| boxes/img | masks fast ms | masks loop ms | masks x "
-        "| loss f+b fast ms | loss f+b ref ms | loss x |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for r in data.get("rows", []):
-        rows.append(
-            f"| {r['boxes_per_image']} | {r['masks_fast_ms']:.3f} | {r['masks_ref_ms']:.3f} | "
-            f"{r['masks_speedup']:.1f} | {r['loss_fwd_bwd_fast_ms']:.1f} | "
-            f"{r['loss_fwd_bwd_ref_ms']:.1f} | {r['loss_speedup']:.2f} |"
-        )
-    hw = data.get("hardware") or dict(
-        device=data.get("device"),
-        cpu=data.get("machine"),
-        cpu_count=data.get("cpu_count"),
-        torch_threads=data.get("threads"),
-        torch=data.get("torch"),
-    )
-    caption = (
-        f"_Batch {len(data.get('image_sizes', []))}, P3–P7 of {data.get('image_sizes', [['?']])[0]}"
-        f" padded to {data.get('padded_hw')}, C = {_f(data.get('channels'), 'd')}; medians, "
-        f"interleaved{' (quick run)' if data.get('quick') else ''}. "
-        f"{hardware_line(hw)}._"
-    )
-    return caption + "\n\n" + "\n".join(rows)
-
-
 def quickstart_table(data: Dict[str, Any], only: Optional[Sequence[str]] = None) -> str:
     """The quickstart's teacher / baseline / distilled table (tools/quickstart.py results.json)."""
     keys = ("AP", "AP50", "AP75", "APs", "APm")
@@ -473,7 +443,6 @@ TABLES: Dict[str, Callable[[Dict[str, Any], Optional[Sequence[str]]], str]] = {
     "accuracy": accuracy_table,
     "train_overhead": train_overhead_table,
     "loss_cost": loss_cost_table,
-    "fgd_loss_speed": fgd_loss_speed_table,
     "quickstart": quickstart_table,
     "teacher_ablation": teacher_ablation_table,
     "coco_scale": coco_scale_table,

@@ -39,7 +39,6 @@ SOURCES = {
         "python benchmarks/train_overhead.py",
     ),
     "loss_cost": ("benchmarks/results/loss_cost.json", "python benchmarks/loss_cost.py"),
-    "fgd_loss_speed": ("benchmarks/results/fgd_loss_speed.json", "a retired script"),
     "quickstart": ("benchmarks/results/quickstart.json", "make quickstart"),
     "teacher_ablation": (
         "benchmarks/results/teacher_ablation.json",
