@@ -295,8 +295,8 @@ def test_loss_and_gradients_match_reference(official):
 def test_fpn_p3_p7_matches_reference_at_benchmark_layout(boxes_per_image):
     """The whole loss over P3-P7 (strides 8..128) of a padded two-image batch, the layout
     benchmarks/loss_cost.py times (its quick shapes), with non-trivial GcBlocks: losses, masks
-    and student gradients equal the loop reference (this check ran inside the retired
-    retired fgd_loss_speed benchmark did before)."""
+    and student gradients equal the loop reference (a check the retired fgd_loss_speed
+    benchmark ran before timing)."""
     from dataclasses import replace
 
     from d2kd.distill.probes import QUICK_SHAPES, ProbeInputs
