@@ -123,12 +123,13 @@ def test_loss_cost_quick_and_render(tmp_path, capsys):
     assert loss_cost.main(["--quick", "--out", str(out)]) == 0
     data = json.loads(out.read_text())
     rows = [r["term"] for r in data["rows"]]
-    assert rows[:2] == ["mse", "fgd"] and {"lshfm_lshl2", "lshfm_l2", "lshfm_lsh", "dfad"} <= set(
-        rows
-    )
+    expected = {"lshfm_lshl2", "lshfm_l2", "lshfm_lsh", "dfad", "head_akd", "head_ckd"}
+    assert rows[:2] == ["mse", "fgd"] and expected <= set(rows)
     assert all(r["total_ms"] > 0 and r["forward_ms"] > 0 for r in data["rows"])
     assert data["shapes"]["channels"] == 32 and data["repeats"] == 2
-    assert "HEADTerm" in data["no_probe"] and "HEADTerm: no cost probe" in capsys.readouterr().out
+    # IKD's adversarial term costs one more feature loss on the adversarial stream: no probe.
+    no_probe = "AdversarialFeatureTerm"
+    assert no_probe in data["no_probe"] and f"{no_probe}: no cost probe" in capsys.readouterr().out
 
     readme = tmp_path / "README.md"
     readme.write_text("<!-- d2kd:table loss_cost -->\n<!-- d2kd:end loss_cost -->\n")

@@ -237,6 +237,15 @@ class DFADTerm(KDTerm):
     def forward(self, ctx: KDContext) -> Dict[str, Tensor]:
         return self.discrepancy(ctx.student, ctx.teacher, ctx.batched_inputs)
 
+    def loss_keys(self) -> Optional[List[str]]:
+        """One key per compared part: the heads' parts of the family found by :meth:`setup`
+        (both forms compare the same parts), then the FPN levels."""
+        parts = (
+            ["cls", "box"] if self.kind == "dense" else ["rpn_obj", "rpn_box", "roi_cls", "roi_box"]
+        )
+        parts += [f"fpn_{level}" for level in self.features]
+        return [f"loss_{self.name}_{part}" for part in parts]
+
     @classmethod
     def cost_probes(cls, inputs: ProbeInputs) -> Dict[str, Callable[[], Tensor]]:
         """``dfad``: the discrepancy of a COCO RetinaNet's raw outputs over every anchor of the
