@@ -364,8 +364,8 @@ def teacher_ablation_table(data: Dict[str, Any], only: Optional[Sequence[str]] =
     rows_in = data.get("rows", {})
     base = ((rows_in.get("base") or {}).get("metrics") or {}).get("AP")
     rows = [
-        "| row | change | " + " | ".join(METRICS) + " | ΔAP vs base |",
-        "|---|---|" + "---|" * len(METRICS) + "---|",
+        "| row | change | overrides | " + " | ".join(METRICS) + " | ΔAP vs base |",
+        "|---|---|---|" + "---|" * len(METRICS) + "---|",
     ]
     for name, r in rows_in.items():
         if only and name not in only:
@@ -374,13 +374,18 @@ def teacher_ablation_table(data: Dict[str, Any], only: Optional[Sequence[str]] =
         ap = m.get("AP")
         delta = "—" if name == "base" or ap is None or base is None else f"{ap - base:+.1f}"
         change = str(r.get("change", "")).replace("|", "\\|")
+        overrides = " ".join(f"`{o}`" for o in r.get("overrides", ())) or "—"
         rows.append(
-            f"| {name} | {change} | " + " | ".join(_f(m.get(k)) for k in METRICS) + f" | {delta} |"
+            f"| {name} | {change} | {overrides} | "
+            + " | ".join(_f(m.get(k)) for k in METRICS)
+            + f" | {delta} |"
         )
     caption = (
         f"_Box AP on the synthetic val split after {data.get('iters', '?')} iterations at batch "
         f"{data.get('batch', '?')} from scratch, each row one change to "
-        f"`{data.get('recipe', '?')}`. {_hw_no_threads(data)}; {_date(data)}._"
+        f"`{data.get('recipe', '?')}` (rerun a row: `python benchmarks/teacher_ablation.py "
+        f"--rows NAME`, which passes the overrides to tools/train_net.py). "
+        f"{_hw_no_threads(data)}; {_date(data)}._"
     )
     return caption + "\n\n" + "\n".join(rows)
 
@@ -439,6 +444,25 @@ def dfad_cost_table(data: Dict[str, Any], only: Optional[Sequence[str]] = None) 
     return caption + "\n\n" + "\n".join(rows)
 
 
+def latency_table(data: Dict[str, Any], only: Optional[Sequence[str]] = None) -> str:
+    """A trained student's latency in onnxruntime (fp32, int8) and PyTorch eager, beside the
+    teacher's, with the int8 graph's AP from its export (``benchmarks/export_latency.py``)."""
+    from d2kd.export.latency import render_markdown
+
+    body = render_markdown(data).split("\n", 2)[2]  # without its "# Latency" title
+    h, w = data["size"]
+    lines = [f"_{h}x{w} input, batch 1, {data['machine']['threads']} thread(s)._", "", body]
+    e = data.get("export")
+    if e:
+        lines += [
+            f"Accuracy of the exported student (`{e['checkpoint']}`, synth_val, "
+            f"{e['eval_images']} images): PyTorch {_f(e['ap_pytorch'])} AP, onnxruntime fp32 "
+            f"{_f(e['ap_fp32'])}, int8 {_f(e['ap_int8'])} (ΔAP {e['delta_ap_int8']:+.2f}); "
+            f"made by `{data.get('command', 'python benchmarks/export_latency.py')}`.",
+        ]
+    return "\n".join(lines)
+
+
 TABLES: Dict[str, Callable[[Dict[str, Any], Optional[Sequence[str]]], str]] = {
     "accuracy": accuracy_table,
     "train_overhead": train_overhead_table,
@@ -447,4 +471,5 @@ TABLES: Dict[str, Callable[[Dict[str, Any], Optional[Sequence[str]]], str]] = {
     "teacher_ablation": teacher_ablation_table,
     "coco_scale": coco_scale_table,
     "dfad_cost": dfad_cost_table,
+    "latency": latency_table,
 }

@@ -49,6 +49,7 @@ SOURCES = {
         "python benchmarks/coco_scale_check.py",
     ),
     "dfad_cost": ("benchmarks/results/dfad_cost.json", "python benchmarks/dfad_cost.py"),
+    "latency": ("benchmarks/results/latency.json", "python benchmarks/export_latency.py"),
 }
 MARKER = re.compile(
     r"^<!-- d2kd:table (?P<name>[\w.,:-]+) -->\n(?P<body>.*?)^<!-- d2kd:end (?P=name) -->$",

@@ -399,3 +399,25 @@ def test_dfad_cost_quick_times_an_iteration_against_an_fgd_step(tmp_path, capsys
     ratio = data["rows"][1]["vs_fgd"]
     assert ratio["median"] > 0 and ratio["ci95"][0] <= ratio["median"] <= ratio["ci95"][1]
     assert "| dfad |" in capsys.readouterr().out
+
+
+def test_latency_table_names_the_int8_accuracy_and_its_command():
+    """The README's latency section: the latency report plus the exported student's AP per
+    precision, with the command that made it (benchmarks/export_latency.py)."""
+    result = {
+        "size": [128, 128], "runs": 3, "warmup": 1,
+        "machine": {"threads": 1, "cpu": "x", "cpu_count": 2, "torch": "t", "onnxruntime": "o",
+                    "cpu_flags": {}, "gemm_gflops": 100.0},
+        "models": {"student": {"gmac": 2.5, "params_m": 1.0, "flop_floor_ms": 50.0, "ap": 30.0}},
+        "candidates": {"student/ort-cpu-fp32": {"model": "student", "p50_ms": 80.0,
+                                                "p90_ms": 81.0, "p99_ms": 82.0}},
+        "ratios": {"student/ort-cpu-fp32 / student/ort-cpu-int8": {
+            "median": 2.0, "ci95": [1.9, 2.1], "ratio_of_medians": 2.0, "unstable": False}},
+        "export": {"checkpoint": "out/model_final.pth", "eval_images": "all", "ap_pytorch": 30.0,
+                   "ap_fp32": 30.0, "ap_int8": 29.6, "delta_ap_int8": -0.4},
+        "command": "python benchmarks/export_latency.py --checkpoint out/model_final.pth",
+    }  # fmt: skip
+    md = _common.TABLES["latency"](result, None)
+    assert md.startswith("_128x128 input, batch 1, 1 thread(s)._") and "# Latency" not in md
+    assert "| student/ort-cpu-fp32 / student/ort-cpu-int8 | 2.000 |" in md
+    assert "int8 29.6 (ΔAP -0.40)" in md and "--checkpoint out/model_final.pth" in md
