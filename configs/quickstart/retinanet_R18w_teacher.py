@@ -12,4 +12,4 @@ from ..common.synth_schedule import synth_schedule
 from ..common.train import train
 from .models import teacher_model as model
 
-lr_multiplier = synth_schedule(train, 2500, "./output/quickstart/teacher")
+lr_multiplier = synth_schedule(train, 3600, "./output/quickstart/teacher")

@@ -7,6 +7,9 @@ from ...common.synth_schedule import synth_schedule
 from ...common.train import train
 from ..models import retinanet_synth
 
-model = retinanet_synth(depth=18, fpn_channels=256, head_convs=4)
+# No norm in the head and Detectron2's matcher thresholds, as v1 had (now non-defaults).
+model = retinanet_synth(
+    depth=18, fpn_channels=256, head_convs=4, head_norm="", match_thresholds=(0.4, 0.5)
+)
 optimizer.lr = 0.02
 lr_multiplier = synth_schedule(train, 2500, "./output/quickstart/teacher_v1")
