@@ -1,7 +1,9 @@
 """DFAD's classic case at test scale: a data-free LeNet student learns rendered digits.
 
-The full run (``tools/dfad_sanity.py``, numbers in projects/DFAD/README.md) goes further; here
-the loop only has to lift the student well above chance (10%) in a few seconds of CPU.
+The settings are the ones where the loop demonstrably works on a CPU (projects/DFAD/README.md,
+"Sanity check"): LeNets with BatchNorm and the teacher's BatchNorm statistics as the generator's
+image prior. At this budget the official loop (no prior) reaches about 0.28 and the BN LeNets
+without the prior about 0.16, so the floor below is one only a working loop clears.
 """
 
 import torch
@@ -9,20 +11,14 @@ import torch
 from d2kd.engine import dfad_sanity
 
 
-def _sanity_module():
-    return dfad_sanity
-
-
 def test_data_free_student_learns_digits():
     torch.set_num_threads(1)
-    result = _sanity_module().run(
-        iters=60, batch=128, n_train=3000, n_test=1000, teacher_epochs=6, ngf=8, lr_g=2e-4,
-        form="log", seed=0,
+    result = dfad_sanity.run(
+        iters=200, batch=128, teacher_epochs=6, ngf=8, bn=True, bn_prior=1.0, seed=0,
     )  # fmt: skip
-    # Measured (seed 0, 1 thread, 33 s of CPU): teacher 0.925, random student 0.105, DFAD
-    # student 0.255 after 60 iterations (0.10 after 20, 0.143 after 40; the README's settings,
-    # which reach 0.635 in 400 iterations). The student never sees a rendered digit; the margins
-    # leave room for other CPUs' rounding.
+    # Measured (1 thread, ~85 s of CPU): teacher 0.9985, random student 0.098, DFAD student 0.601
+    # (seeds 1 and 2: 0.682, 0.761). The student never sees a rendered digit; it must reach half
+    # of the teacher's accuracy, five times chance.
     assert result["acc_teacher"] >= 0.9, result
     assert result["acc_random_student"] <= 0.12, result
-    assert result["acc_dfad_student"] >= 0.2, result
+    assert result["acc_dfad_student"] >= 0.5 * result["acc_teacher"], result
