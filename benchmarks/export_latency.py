@@ -47,7 +47,11 @@ def _portable(obj):
         return {k: _portable(v) for k, v in obj.items()}
     if isinstance(obj, list):
         return [_portable(v) for v in obj]
-    if isinstance(obj, str) and obj.startswith("/") and obj.endswith((".onnx", ".pth", ".py")):
+    if (
+        isinstance(obj, str)
+        and obj.startswith("/")
+        and obj.endswith((".onnx", ".pth", ".py", ".png"))
+    ):
         return portable_path(obj)
     return obj
 

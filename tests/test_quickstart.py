@@ -47,11 +47,10 @@ def test_quickstart_runs_students_side_by_side_and_writes_the_table(tmp_path):
         "student R18 distilled (MSE)",
     }
     assert (
-        results["hardware"]["device"] == "cpu" and results["schedule_max_iter"]["teacher"] == 2500
+        results["hardware"]["device"] == "cpu" and results["schedule_max_iter"]["teacher"] == 3600
     )
     assert (out / "mse" / "model_final.pth").exists() and (
         out / "baseline" / "model_final.pth"
     ).exists()
     said = proc.stdout + proc.stderr
     assert "results in " in said and "results.json" in said and "student baseline" in said
-

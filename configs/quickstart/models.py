@@ -42,6 +42,8 @@ def retinanet_synth(
     # scratch without a norm barely learned), and IoU thresholds 0.3 / 0.4 so that tiny objects
     # get several positive anchors (at 0.4 / 0.5, 43% of synth_val's boxes had no anchor with
     # IoU >= 0.5).
+    # BN needs at least 2 images per process: P7 is 1x1 at 128 px (with --num-gpus N, keep
+    # dataloader.train.total_batch_size >= 2N, or pass model.head.norm=GN).
     model.head.norm = head_norm
     model.anchor_matcher.thresholds = list(match_thresholds)
     # Anchors of 8..128 px on strides 8..128: objects here are 6-40 px; COCO's 32..512 miss them.

@@ -286,9 +286,13 @@ def test_render_tables_fills_benchmarks_readme_and_waits_for_missing_json(repo, 
     assert render_tables.main(root + ["--check"]) == 1
     assert render_tables.main(root) == 0
     text = readme.read_text()
-    assert "| row | change | AP | AP50 | APs | APm | ΔAP vs base |" in text
-    assert "| base | as it was | 5.0 | 10.0 | 4.0 | — | — |" in text
-    assert "| head_gn | GroupNorm \\| in the head | 7.2 | 14.0 | 6.0 | 9.0 | +2.2 |" in text
+    assert "| row | change | overrides | AP | AP50 | APs | APm | ΔAP vs base |" in text
+    assert "| base | as it was | — | 5.0 | 10.0 | 4.0 | — | — |" in text
+    assert (
+        "| head_gn | GroupNorm \\| in the head | `model.head.norm=GN` | 7.2 | 14.0 | 6.0 | 9.0 "
+        "| +2.2 |" in text
+    )
+    assert "--rows NAME" in text
     assert "after 600 iterations at batch 8" in text and "retinanet_R18w_teacher_v1.py" in text
     assert "Test CPU, 2 cores" in text and "torch threads" not in text
 

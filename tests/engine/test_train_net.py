@@ -224,6 +224,8 @@ def test_two_processes_on_cpu(tmp_path, teacher_ckpt):
             f"train.output_dir={out}",
             f"model.teacher.weights={teacher_ckpt}",
             "train.max_iter=2",
+            # 2 images per process: the head's BN sees P7 (1x1 here) and needs 2 values.
+            "dataloader.train.total_batch_size=4",
         ]
     )
     _ok(proc)
