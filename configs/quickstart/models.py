@@ -54,13 +54,13 @@ def retinanet_synth(
 
 
 # Teacher: ResNet-18, 256-channel FPN, the standard 4 x 256 head (0.68 s/step at batch 8 on
-# 2 CPU cores, shared/measurements.md). An R50 teacher trained from scratch on a CPU-sized
+# 2 CPU cores without the head's BN, shared/measurements.md). An R50 teacher trained from scratch on a CPU-sized
 # schedule ended below the student (see retinanet_R18w_teacher.py); `retinanet_synth(depth=50,
 # fpn_channels=256, head_convs=4)` builds it for those with a longer budget or a GPU.
 teacher_model = retinanet_synth(depth=18, fpn_channels=256, head_convs=4)
 
 # Student: ResNet-18, 128-channel FPN, a light 2 x 128 head (0.37 s/step at batch 8 on 2 CPU
-# cores against 0.95 s for the teacher, shared/measurements.md).
+# cores against 0.95 s for the teacher without the head's BN, shared/measurements.md).
 student_model = retinanet_synth(depth=18, fpn_channels=128, head_convs=2)
 
 
