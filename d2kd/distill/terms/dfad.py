@@ -239,7 +239,9 @@ class DFADTerm(KDTerm):
 
     def loss_keys(self) -> Optional[List[str]]:
         """One key per compared part: the heads' parts of the family found by :meth:`setup`
-        (both forms compare the same parts), then the FPN levels."""
+        (both forms compare the same parts), then the FPN levels; None before setup."""
+        if not self.kind:
+            return None
         parts = (
             ["cls", "box"] if self.kind == "dense" else ["rpn_obj", "rpn_box", "roi_cls", "roi_box"]
         )
