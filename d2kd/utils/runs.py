@@ -197,6 +197,8 @@ def run_job(job: Job, on_line: Optional[Callable[[str], None]] = None) -> Dict[s
 def _wait_peak_rss_mb(proc: subprocess.Popen) -> Optional[float]:
     """Wait for ``proc`` and return its peak resident memory in MiB: the kernel's high-water mark
     of the child or of a descendant it waited for (data-loader workers), whichever is larger.
+    Linux copies the parent's high-water mark at fork (the PDEATHSIG pre-exec hook forces a
+    fork), so the figure is at least the parent's RSS then: small for the benchmark drivers.
     None where the platform does not say (no ``os.wait4``) or another thread reaped the child."""
     if not hasattr(os, "wait4"):
         proc.wait()

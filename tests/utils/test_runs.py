@@ -1,5 +1,6 @@
 """d2kd.utils.runs: a child's peak memory and environment reach its tally."""
 
+import json
 import sys
 
 import pytest
@@ -24,8 +25,10 @@ def test_tally_records_the_childs_peak_memory_and_environment(tmp_path):
     small = Job([sys.executable, "-c", "raise SystemExit(3)"], tmp_path)
     with pytest.raises(RunFailed, match="exit 3"):
         run_job(small)
-    again = (tmp_path / "bench_run.json").read_text()
-    assert '"status": "exit 3"' in again and f'"peak_rss_mb": {tally["peak_rss_mb"]}' in again
+    again = json.loads((tmp_path / "bench_run.json").read_text())
+    # >=: a forked child starts with its parent's high-water mark (Linux copies it at fork), so
+    # under a large pytest worker the second child can report a little more than the first.
+    assert again["status"] == "exit 3" and again["peak_rss_mb"] >= tally["peak_rss_mb"]
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
