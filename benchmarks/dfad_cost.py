@@ -15,7 +15,6 @@ models. ``--quick`` uses the tiny test recipes (CI smoke).
 
 import argparse
 import sys
-import time
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
@@ -23,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from _common import dfad_cost_table  # noqa: E402
+from _common import dfad_cost_table, now_iso  # noqa: E402
 
 from d2kd.config import load_config  # noqa: E402
 from d2kd.utils.files import write_json  # noqa: E402
@@ -125,7 +124,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         repeats=repeats,
         rows=rows,
         hardware=hardware("cpu"),
-        finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        finished=now_iso(),
     )
     print(dfad_cost_table(result))
     write_json(result, args.out)
